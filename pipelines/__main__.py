@@ -1,0 +1,5 @@
+"""``python -m pipelines`` is the ``sanitize`` command."""
+
+from pipelines.cli import main
+
+main()

@@ -1,0 +1,192 @@
+"""The ``sanitize`` command line: small composable steps, data on stdout, messages on stderr.
+
+    sanitize ingest  collected.parquet --trusted trusted.parquet --label label -o ds/
+    sanitize train   ds/ -o run/
+    sanitize flag    run/ -o flags.parquet          # or -o - --format jsonl | next step
+    sanitize export  run/ -o model.onnx
+    sanitize predict model.onnx new.parquet -o preds.parquet
+    sanitize poison  ds/ -o ds-poisoned/ --truth truth.parquet   # the attack lab, for testing
+    sanitize demo                                       # all of the above on bundled data
+
+Each command is a thin wrapper over a plain function of the same name in ``pipelines`` that ETL
+code can import. Bad input ends with one line naming the file, row and column, and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from connectors.errors import InputError
+from pipelines.console import StageProgress, err, quiet_libraries, say, warn
+from sanitizer import __version__
+from sanitizer.heal_and_select import HealSelectConfig
+from sanitizer.scoring import FlagRule
+
+_DEFAULT = HealSelectConfig()
+
+
+def reports_errors(fn):
+    """Turn input and file errors into one line on stderr and exit code 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            sys.exit(1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
+            err.print(f"[red]error:[/red] {e.filename}: {e.strerror}", soft_wrap=True)
+            sys.exit(1)
+    return wrapper
+
+
+def csv_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sanitize")
+def main() -> None:
+    """Find backdoor-poisoned records in crowdsourced training data and train a hardened model
+    (HaS-Nets: heal on a small trusted set, select the records the healed network agrees with)."""
+    quiet_libraries()
+
+
+@main.command("ingest")
+@click.argument("collected", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Dataset folder to write.")
+@click.option("--label", required=True, help="Label column: class names, integers or probability vectors.")
+@click.option("--trusted", "trusted_source", help="Trusted healing set: a separate file, glob or folder.")
+@click.option("--trusted-column", help="Boolean column marking trusted records in the same table.")
+@click.option("--id", "id_column", help="Record id column (default: ids derived from content).")
+@click.option("--contributor", help="Contributor/source column (worker, vendor, upload).")
+@click.option("--image", help="Image column (PNG/JPEG bytes, {bytes,path} struct, pixel lists) or pixel-column pattern like 'pixel*'.")
+@click.option("--features", help="Comma-separated numeric feature columns (tabular data).")
+@click.option("--classes", help="Comma-separated class names, fixing their order.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@reports_errors
+def ingest_command(collected, output, label, trusted_source, trusted_column, id_column, contributor,
+                   image, features, classes, quiet):
+    """Read and validate COLLECTED records (Parquet/CSV files, globs or folders) and write a
+    dataset folder (Parquet shards + manifest.json)."""
+    from pipelines.ingest import ingest
+    source = list(collected) if len(collected) > 1 else collected[0]
+    if trusted_source is None and trusted_column is None:
+        raise click.UsageError("give the trusted healing set: --trusted FILE or --trusted-column COLUMN")
+    manifest, warnings = ingest(source, output, label=label, trusted_source=trusted_source,
+                                trusted_column=trusted_column, id=id_column, contributor=contributor,
+                                image=image, features=csv_list(features), class_names=csv_list(classes))
+    for w in warnings:
+        warn(w)
+    c = manifest["counts"]
+    say(f"ingested {c['collected']} collected + {c['trusted']} trusted {manifest['modality']} records, "
+        f"{len(manifest['class_names'])} classes -> {output}", quiet)
+
+
+@main.command("train")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--iterations", type=int, default=_DEFAULT.iterations, show_default=True, help="Heal-select-train rounds.")
+@click.option("--train-epochs", type=float, default=_DEFAULT.train_epochs, show_default=True, help="Passes over the collected records per round.")
+@click.option("--seed-steps", type=int, default=_DEFAULT.seed_steps, show_default=True, help="Steps of the first heal (trusted set only).")
+@click.option("--heal-steps", type=int, default=_DEFAULT.heal_steps, show_default=True, help="Steps of each later heal.")
+@click.option("--probe-epochs", type=float, default=_DEFAULT.probe_epochs, show_default=True, help="Passes of the fast-learning probe (0: off).")
+@click.option("--threshold", type=float, default=_DEFAULT.threshold, show_default=True, help="Accept records whose suspicion is below this.")
+@click.option("--rejected", type=click.Choice(["relabel", "unlearn", "both", "drop"]), default=_DEFAULT.rejected, show_default=True, help="What rejected records are trained on.")
+@click.option("--batch-size", type=int, default=_DEFAULT.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_DEFAULT.lr, show_default=True)
+@click.option("--widths", help="Network widths, comma-separated (default: sized by the data).")
+@click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True)
+@click.option("--device", default=_DEFAULT.device, show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
+@reports_errors
+def train_command(dataset, output, quiet, widths, **knobs):
+    """Train a hardened network on DATASET with heal-and-select; write a run folder."""
+    from pipelines.train import train
+    config = HealSelectConfig(**knobs, widths=tuple(int(w) for w in widths.split(",")) if widths else None)
+    with StageProgress(quiet) as progress:
+        summary = train(dataset, output, config, progress, argv=sys.argv)
+    say(f"trained on {summary['collected']} collected + {summary['trusted']} trusted records in "
+        f"{summary['timings_s']['total']:.1f}s; accepted {summary['accepted_last_iteration']} in the "
+        f"last round -> {output}", quiet)
+
+
+@main.command("flag")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, help="Report file (.parquet, .csv, .jsonl) or - for stdout.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]), help="Report format (default: by suffix; jsonl for -).")
+@click.option("--threshold", type=float, help="Flag records with score >= this.")
+@click.option("--contamination", type=float, help="Flag this share of records (expected poison rate).")
+@click.option("--top-k", type=int, help="Flag the K highest-scoring records.")
+@click.option("--contributors", "contributors_output", help="Write the per-contributor summary here.")
+@click.option("--split", type=click.Path(path_type=Path), help="Folder to write clean.parquet and quarantined.parquet into.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+@reports_errors
+def flag_command(run, output, fmt, threshold, contamination, top_k, contributors_output, split, quiet):
+    """Write RUN's per-record report: scores, ranks, flags and reasons."""
+    from pipelines.flag import flag_run
+    try:
+        rule = FlagRule(threshold=threshold, contamination=contamination, top_k=top_k)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    summary = flag_run(run, output, rule=rule, fmt=fmt, contributors_output=contributors_output, split=split)
+    say(f"flagged {summary['flagged']} of {summary['records']} records ({summary['rule']})", quiet)
+    if not quiet and summary["contributors"]:
+        top = ", ".join(f"{c['contributor']} {c['flagged']}/{c['records']} (p={c['p_value']:.1g})"
+                        for c in summary["contributors"][:3])
+        say(f"most flagged contributors: {top}")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="ONNX file to write.")
+@click.option("-q", "--quiet", is_flag=True)
+@reports_errors
+def export_command(run, output, quiet):
+    """Export RUN's hardened network to ONNX, verified against PyTorch with onnxruntime."""
+    from pipelines.export import export_run
+    from sanitizer.onnx_export import ExportError
+    try:
+        report = export_run(run, output)
+    except ExportError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(1)
+    say(f"exported {output} (opset {report['opset']}); onnxruntime matches PyTorch on "
+        f"{report['records_checked']} records, max |diff| {report['max_abs_diff']:.1e}", quiet)
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("data", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Predictions file (.parquet, .csv, .jsonl) or - for stdout.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]))
+@click.option("--id", "id_column", help="Record id column to carry over.")
+@click.option("--image", help="Image column (default: found as in ingest).")
+@click.option("--features", help="Comma-separated feature columns (default: the model's).")
+@click.option("-q", "--quiet", is_flag=True)
+@reports_errors
+def predict_command(model, data, output, fmt, id_column, image, features, quiet):
+    """Run the ONNX MODEL with onnxruntime on new DATA (Parquet/CSV)."""
+    from pipelines.export import predict
+    source = list(data) if len(data) > 1 else data[0]
+    table = predict(model, source, output, id=id_column, image=image, features=csv_list(features), fmt=fmt)
+    say(f"predicted {table.height} records -> {output}", quiet)
+
+
+def _register_extras() -> None:
+    from pipelines.demo import demo_command
+    from pipelines.poison import poison_command
+    main.add_command(reports_errors_command(poison_command))
+    main.add_command(demo_command)
+
+
+def reports_errors_command(command: click.Command) -> click.Command:
+    command.callback = reports_errors(command.callback)
+    return command
+
+
+_register_extras()

@@ -1,0 +1,69 @@
+"""``sanitize train``: run heal-and-select on a dataset folder and write a run folder
+(layout in :mod:`connectors.run_folder`)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from connectors.dataset_folder import read_dataset
+from connectors.run_folder import write_run
+from sanitizer import __version__
+from sanitizer.heal_and_select import HealSelectConfig, HealSelectResult, heal_and_select
+from sanitizer.records import Records
+
+
+def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
+    """One row per collected record: the report's raw material."""
+    idx = result.collected_index
+    names = np.asarray(records.class_names, dtype=object)
+    contributors = records.contributors[idx] if records.contributors is not None else None
+    n = len(idx)
+    return pl.DataFrame({
+        "id": records.ids[idx].astype(str),
+        "contributor": (pl.Series(contributors.astype(object), dtype=pl.String)
+                        if contributors is not None else pl.Series([None] * n, dtype=pl.String)),
+        "given_label": names[records.hard_labels[idx]].astype(str),
+        "label_confidence": records.labels[idx].max(axis=1),
+        "predicted_label": names[result.probs.argmax(1)].astype(str),
+        "confidence": result.probs.max(1),
+        "score": result.scores.astype(np.float32),
+        "probe_agreement": (result.probe_agreement.astype(np.float32)
+                            if result.probe_agreement is not None else np.full(n, np.nan, np.float32)),
+        "score_history": result.score_history.T.astype(np.float32),
+        "selected_history": result.selected_history.T,
+    })
+
+
+def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | None = None,
+          progress=None, argv: list[str] | None = None) -> dict:
+    """Train on the dataset folder ``dataset``; write the run folder ``output``; return a summary."""
+    config = config or HealSelectConfig()
+    records, ds_manifest = read_dataset(dataset)
+    result = heal_and_select(records, config, progress)
+    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
+    manifest = {
+        "tool_version": __version__,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "polars": pl.__version__},
+        "device": device if device != "auto" else "cpu",
+        "seed": config.seed,
+        "argv": argv if argv is not None else sys.argv,
+        "dataset": str(Path(dataset).resolve()),
+        "dataset_inputs": ds_manifest.get("inputs", []),
+        "class_names": records.class_names,
+        "modality": records.modality,
+        "input_shape": list(records.input_shape),
+        "feature_names": records.feature_names,
+        "records": {"collected": int((~records.trusted).sum()), "trusted": int(records.trusted.sum())},
+    }
+    metrics = {**result.metrics, "timings_s": result.timings}
+    write_run(output, state_dict=result.model.state_dict(), network=result.spec.to_dict(),
+              config=config.to_dict(), scores=scores_frame(records, result), metrics=metrics,
+              manifest=manifest)
+    return {"output": str(output), **manifest["records"], **metrics}

@@ -1,0 +1,146 @@
+"""Per-record scores, thresholds, reasons and the per-contributor summary.
+
+Every collected record gets a **suspicion** score in [0, 1], 1 = most likely poisoned:
+
+* ``agreement(probs, labels)`` -- the overlap ``sum_c min(label_c, prob_c)`` between the record's
+  (possibly soft) label and a network's prediction: 1 when they are the same distribution, 0
+  when they share no mass. For a hard label it is simply the probability of that class.
+* ``suspicion(healed, probe)`` -- ``(1 - healed) * (1 - w + w * probe)``: the healed network
+  (which has never learned from unvetted records) disagrees with the label, and the fast-learning
+  probe has already fit that label. Clean records the healed network finds hard are learned
+  slowly by the probe and so score lower than poisoned records, which a backdoor makes easy.
+
+``flag`` turns scores into flags by one of three rules (a score threshold, an expected
+contamination rate, or top-k); without one it takes the valley of the score histogram
+(:func:`auto_threshold`). Scores are ranked, 1 = most suspect, like cleanlab's label-issue
+ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROBE_WEIGHT = 0.5
+
+
+def agreement(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Overlap ``sum_c min(label_c, prob_c)`` of each label with the prediction, in [0, 1]."""
+    return torch.minimum(probs, labels).sum(dim=1).clamp_(0.0, 1.0)
+
+
+def suspicion(healed: torch.Tensor, confidence: torch.Tensor, probe: torch.Tensor | None = None,
+              probe_weight: float = PROBE_WEIGHT) -> torch.Tensor:
+    """Combine the healed network's agreement, its confidence in its own prediction and the
+    probe's agreement into a score in [0, 1]."""
+    s = (1.0 - healed) * confidence
+    if probe is not None:
+        s = s * (1.0 - probe_weight + probe_weight * probe)
+    return s.clamp_(0.0, 1.0)
+
+
+def auto_threshold(scores: np.ndarray, lo: float = 0.2, hi: float = 0.8, bins: int = 100) -> float:
+    """The threshold between the two modes of the score histogram (Otsu's method: the cut that
+    maximises the between-group variance), kept within ``[lo, hi]`` so a data set with no
+    poison does not get half its records flagged."""
+    if len(scores) == 0:
+        return 0.5
+    hist, edges = np.histogram(np.clip(scores, 0, 1), bins=bins, range=(0.0, 1.0))
+    p = hist / hist.sum()
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    m0 = np.cumsum(p * centres)
+    mt = m0[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mt * w0 - m0) ** 2 / (w0 * (1 - w0))
+    between[~np.isfinite(between)] = -1
+    cut = edges[int(np.argmax(between)) + 1]
+    return float(min(hi, max(lo, cut)))
+
+
+@dataclass
+class FlagRule:
+    """How to turn scores into flags: exactly one of ``threshold``, ``contamination`` (the
+    expected share of poisoned records) or ``top_k``; none means :func:`auto_threshold`."""
+
+    threshold: float | None = None
+    contamination: float | None = None
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [v for v in (self.threshold, self.contamination, self.top_k) if v is not None]
+        if len(given) > 1:
+            raise ValueError("give at most one of threshold, contamination and top_k")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.contamination is not None and not 0.0 <= self.contamination <= 1.0:
+            raise ValueError(f"contamination must be in [0, 1], got {self.contamination}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+    def describe(self, scores: np.ndarray) -> str:
+        if self.threshold is not None:
+            return f"score >= {self.threshold:g}"
+        if self.contamination is not None:
+            return f"top {self.contamination:.1%} (expected contamination)"
+        if self.top_k is not None:
+            return f"top {self.top_k}"
+        return f"score >= {auto_threshold(scores):.3f} (auto: valley of the score histogram)"
+
+
+def rank(scores: np.ndarray) -> np.ndarray:
+    """Rank 1 = highest score; ties broken by position so the order is stable."""
+    order = np.argsort(-scores, kind="stable")
+    ranks = np.empty(len(scores), dtype=np.int64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    return ranks
+
+
+def flag(scores: np.ndarray, rule: FlagRule | None = None) -> np.ndarray:
+    """Boolean flags for ``scores`` under ``rule`` (see :class:`FlagRule`)."""
+    rule = rule or FlagRule()
+    if rule.top_k is not None or rule.contamination is not None:
+        k = rule.top_k if rule.top_k is not None else int(round(rule.contamination * len(scores)))
+        return rank(scores) <= k
+    t = rule.threshold if rule.threshold is not None else auto_threshold(scores)
+    return scores >= t
+
+
+def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_conf: np.ndarray,
+            probe: np.ndarray | None, class_names: list[str]) -> list[str]:
+    """A short sentence per record saying why it was (or was not) flagged."""
+    out = []
+    for i in range(len(flags)):
+        g, p = class_names[given[i]], class_names[predicted[i]]
+        if not flags[i]:
+            out.append("healed model agrees with the label" if g == p
+                       else f"healed model leans to '{p}' but not enough to flag")
+            continue
+        text = f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'"
+        if probe is not None and probe[i] >= 0.5:
+            text += f"; learned unusually fast ({probe[i]:.0%} fit after one pass)"
+        out.append(text)
+    return out
+
+
+def contributor_summary(contributors: np.ndarray, flags: np.ndarray) -> list[dict]:
+    """Per contributor: records, flagged, flagged rate, and how surprising that many flags are
+    against the overall rate (one-sided binomial test, normal approximation with continuity
+    correction: ``z`` and ``p_value``). Sorted by ``p_value``, most suspicious first."""
+    overall = float(flags.mean()) if len(flags) else 0.0
+    rows = []
+    keys = np.where(contributors == None, "(none)", contributors).astype(str)  # noqa: E711
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    n = np.bincount(inverse)
+    k = np.bincount(inverse, weights=flags.astype(float))
+    for name, ni, ki in zip(uniq, n, k):
+        var = ni * overall * (1 - overall)
+        z = (ki - 0.5 - ni * overall) / math.sqrt(var) if var > 0 else 0.0
+        p_value = 0.5 * math.erfc(z / math.sqrt(2)) if var > 0 else 1.0
+        rows.append({"contributor": str(name), "records": int(ni), "flagged": int(ki),
+                     "flagged_rate": float(ki / ni), "z": float(z), "p_value": float(min(1.0, p_value))})
+    rows.sort(key=lambda r: (r["p_value"], -r["flagged_rate"]))
+    return rows

@@ -1,0 +1,44 @@
+"""Shared pytest fixtures: the real data sets under ``../shared/data``.
+
+Tests use real, public data (no synthetic samples). The data lives next to the repository, in
+``<repo>/../shared/data`` (see its README), and is not part of the project, so every fixture here
+skips the test, with the reason, when the folder or file is absent (a fresh clone has none).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _load_npz(shared_data: Path, relative: str) -> dict[str, np.ndarray]:
+    path = shared_data / relative
+    if not path.is_file():
+        pytest.skip(f"real data set {path} is absent")
+    with np.load(path, allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-data folder ``<repo>/../shared/data``; skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real-data folder {SHARED_DATA} is absent "
+                    "(it lives beside the repository, not in it)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fmnist(shared_data: Path) -> dict[str, np.ndarray]:
+    """Fashion-MNIST arrays: x_train (60000, 28, 28) uint8, y_train, x_test, y_test, class_names."""
+    return _load_npz(shared_data, "fashion_mnist/fashion_mnist.npz")
+
+
+@pytest.fixture(scope="session")
+def cifar10(shared_data: Path) -> dict[str, np.ndarray]:
+    """CIFAR-10 subset: x_train (10000, 32, 32, 3) uint8, y_train, x_test, y_test, class_names."""
+    return _load_npz(shared_data, "cifar10/cifar10_subset.npz")
