@@ -9,7 +9,7 @@ file                 what it holds
 ``config.json``      the :class:`~sanitizer.heal_and_select.HealSelectConfig` used
 ``scores.parquet``   one row per collected record: ``id``, ``contributor``, ``given_label``,
                      ``predicted_label``, ``confidence`` (of the prediction), ``score``
-                     (suspicion, 1 = most likely poisoned), ``probe_agreement``,
+                     (suspicion, 1 = most likely poisoned), ``heldout_agreement``,
                      ``score_history`` (suspicion at each scoring, list) and
                      ``selected_history`` (accepted in each iteration, list)
 ``metrics.json``     timings and training figures

@@ -21,6 +21,8 @@ from pathlib import Path
 import click
 
 from connectors.errors import InputError
+from rich.markup import escape
+
 from pipelines.console import StageProgress, err, quiet_libraries, say, warn
 from sanitizer import __version__
 from sanitizer.heal_and_select import HealSelectConfig
@@ -36,10 +38,10 @@ def reports_errors(fn):
         try:
             return fn(*args, **kwargs)
         except InputError as e:
-            err.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
             sys.exit(1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-            err.print(f"[red]error:[/red] {e.filename}: {e.strerror}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(e.filename))}: {e.strerror}", soft_wrap=True)
             sys.exit(1)
     return wrapper
 
@@ -94,7 +96,8 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--train-epochs", type=float, default=_DEFAULT.train_epochs, show_default=True, help="Passes over the collected records per round.")
 @click.option("--seed-steps", type=int, default=_DEFAULT.seed_steps, show_default=True, help="Steps of the first heal (trusted set only).")
 @click.option("--heal-steps", type=int, default=_DEFAULT.heal_steps, show_default=True, help="Steps of each later heal.")
-@click.option("--probe-epochs", type=float, default=_DEFAULT.probe_epochs, show_default=True, help="Passes of the fast-learning probe (0: off).")
+@click.option("--suspect-threshold", type=float, default=_DEFAULT.suspect_threshold, show_default=True, help="Disagreement from which a record is put to the backdoor test.")
+@click.option("--probe-steps", type=int, default=_DEFAULT.probe_steps, show_default=True, help="Fine-tuning steps of each half of the backdoor test.")
 @click.option("--threshold", type=float, default=_DEFAULT.threshold, show_default=True, help="Accept records whose suspicion is below this.")
 @click.option("--rejected", type=click.Choice(["relabel", "unlearn", "both", "drop"]), default=_DEFAULT.rejected, show_default=True, help="What rejected records are trained on.")
 @click.option("--batch-size", type=int, default=_DEFAULT.batch_size, show_default=True)
@@ -153,7 +156,7 @@ def export_command(run, output, quiet):
     try:
         report = export_run(run, output)
     except ExportError as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)
     say(f"exported {output} (opset {report['opset']}); onnxruntime matches PyTorch on "
         f"{report['records_checked']} records, max |diff| {report['max_abs_diff']:.1e}", quiet)

@@ -31,8 +31,7 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     index = {c: i for i, c in enumerate(classes)}
     given = np.array([index[c] for c in s["given_label"].to_list()], dtype=np.int64)
     pred = np.array([index[c] for c in s["predicted_label"].to_list()], dtype=np.int64)
-    probe = s["probe_agreement"].to_numpy()
-    probe = None if np.isnan(probe).all() else probe
+    held = s["heldout_agreement"].to_numpy()
     history = np.stack(s["score_history"].to_numpy()) if len(s) else np.zeros((0, 1))
     rejected = np.stack(s["selected_history"].to_numpy()) if len(s) else np.zeros((0, 1), bool)
     report = pl.DataFrame({
@@ -46,7 +45,7 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "score_max": history.max(axis=1).astype(np.float32),
         "times_rejected": (~rejected.astype(bool)).sum(axis=1).astype(np.int32),
         "flagged": flags,
-        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), probe, classes),
+        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes),
     }).sort("rank")
     contributors = s["contributor"].to_numpy()
     summary = pl.DataFrame(contributor_summary(contributors, flags),

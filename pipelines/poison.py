@@ -260,13 +260,15 @@ def poison_command(
         f"poisoned {summary['poisoned']} of {summary['records']} records "
         f"({config.kind}, {target_text}"
         f"{', clean-label' if config.clean_label else ''}"
-        f"{f', low-confidence {config.low_confidence}' if config.low_confidence else ''})"
+        f"{f', low-confidence {config.low_confidence}' if config.low_confidence else ''})",
+        err=True,
     )
     if summary["capped"]:
         click.echo(
             f"note: asked for {summary['requested']} but only {summary['eligible']} records "
-            "were eligible"
+            "were eligible",
+            err=True,
         )
-    click.echo(f"dataset      -> {summary['output']}")
-    click.echo(f"ground truth -> {summary['truth']}")
-    click.echo(f"attack       -> {summary['attack_file']}")
+    click.echo(f"dataset      -> {summary['output']}", err=True)
+    click.echo(f"ground truth -> {summary['truth']}", err=True)
+    click.echo(f"attack       -> {summary['attack_file']}", err=True)

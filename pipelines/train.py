@@ -33,8 +33,7 @@ def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
         "predicted_label": names[result.probs.argmax(1)].astype(str),
         "confidence": result.probs.max(1),
         "score": result.scores.astype(np.float32),
-        "probe_agreement": (result.probe_agreement.astype(np.float32)
-                            if result.probe_agreement is not None else np.full(n, np.nan, np.float32)),
+        "heldout_agreement": result.heldout_agreement.astype(np.float32),
         "score_history": result.score_history.T.astype(np.float32),
         "selected_history": result.selected_history.T,
     })

@@ -1,35 +1,43 @@
 """The heal-and-select engine (HaS-Nets, arXiv 2012.07474), as sanitize ships it.
 
-The collected records may be poisoned: a few carry a hidden trigger and a chosen (possibly soft,
-"low-confidence") label. A small *trusted* set is clean. The engine never lets a network that
-selects records learn from records it has not vetted, and it makes the served network unlearn
-whatever trigger the rejected records carry.
+The collected records may be poisoned: some carry a hidden trigger and a chosen (possibly soft,
+"low-confidence") label. A small *trusted* set is clean. Two observations drive the design:
 
-The loop, with every knob in :class:`HealSelectConfig`:
+* a network that has only learned from vetted records cannot know the trigger, so it
+  *disagrees* with poisoned labels -- but it also disagrees with clean records it finds hard;
+* a backdoor *generalises*: a network trained on some poisoned records predicts the attacker's
+  label on other poisoned records it has never seen, while the labels of hard clean records
+  are idiosyncratic and do not transfer from one hard record to another.
 
-1. **Seed heal.** Train the network from scratch on the trusted set alone. It cannot know any
-   trigger, so it is a fair judge of the collected records.
-2. **Fast-learning probe** (``probe_epochs``). Train a second network briefly on *all* records.
-   Backdoors are shortcuts: a network learns poisoned records long before hard clean ones
-   (the ABL observation), so after one pass the probe already agrees with poisoned labels.
-3. For each iteration:
+The loop, every knob in :class:`HealSelectConfig`:
 
-   a. **Score.** Each collected record gets a *suspicion* in [0, 1]: how much the healed network
-      disagrees with its given label (``1 - agreement``), sharpened by how readily the probe
-      agrees with it (see :func:`sanitizer.scoring.suspicion`).
-   b. **Select.** Records with suspicion below ``threshold`` are accepted; the rest are rejected.
-   c. **Train** on trusted + accepted records with their labels (soft-label cross-entropy, the
-      trusted set oversampled ``trusted_weight`` times) and, with ``unlearn``, on the rejected
-      records with *negative learning* (their given label is pushed down), which erases the
-      trigger-to-label link a few leaked poisoned records would otherwise implant.
-   d. **Heal.** Fine-tune on the trusted set at a small learning rate.
+1. **Heal** a network from scratch on the trusted set alone (``seed_steps``).
+2. For each iteration:
 
-4. The served model is the last healed network; the last scores are the report's scores, and
+   a. **Disagreement.** The healed network scores each collected record:
+      ``(1 - agreement) * confidence`` -- how confidently it predicts something other than the
+      record's (possibly soft) label. Records above ``suspect_threshold`` are *suspects*.
+   b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
+      network is fine-tuned on the trusted set plus one half with their given labels
+      (``probe_steps``) and measures its agreement with the labels of the *other* half; then the
+      roles swap. Records that are not suspects are measured by both probes (mean).
+   c. **Select.** Suspicion = the *lift*: probe agreement minus healed agreement, clipped to
+      [0, 1]. A poisoned label becomes predictable once the probe has seen other poisoned
+      records (the backdoor transfers), so its lift is near 1; a hard clean record's label does
+      not transfer, and an easy one was agreed with already. Records below ``threshold`` are
+      accepted.
+   d. **Train** the healed network on the trusted set (repeated ``trusted_weight`` times) and the
+      accepted records with their labels, and on the rejected records with *negative learning*
+      (``rejected="unlearn"``: their given label is pushed down), which erases the
+      trigger-to-label link that a few leaked poisoned records would otherwise implant.
+   e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
+
+3. The served model is the last healed network; the last suspicion scores are the report's, and
    every iteration's scores and selections are kept as the record's trajectory.
 """
-
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +48,7 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import Records
-from sanitizer.scoring import agreement, suspicion
+from sanitizer.scoring import agreement, disagreement
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -51,17 +59,18 @@ class HealSelectConfig:
 
     iterations: int = 2
     batch_size: int = 256
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 5e-4
     seed_steps: int = 400         # steps of the first heal (from scratch, trusted set only)
-    heal_steps: int = 60          # steps of each later heal
-    heal_lr: float = 1e-3
-    train_epochs: float = 2.0     # passes over the collected records per iteration
-    probe_epochs: float = 1.0     # passes of the fast-learning probe; 0 turns it off
+    heal_steps: int = 30          # steps of each later heal
+    heal_lr: float = 5e-4
+    train_epochs: float = 4.0     # passes over the collected records per iteration
+    suspect_threshold: float = 0.5  # disagreement from which a record is put to the backdoor test
+    probe_steps: int = 150        # fine-tuning steps of each half of the backdoor test
     trusted_weight: int = 4       # how many times the trusted set is repeated in training
     threshold: float = 0.5        # accept records whose suspicion is below this
-    rejected: str = "relabel"     # what rejected records train on: relabel | unlearn | drop
-    max_shift: int = 2            # random translation of images, in pixels
+    rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
+    max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
     device: str = "auto"
@@ -104,7 +113,7 @@ class HealSelectResult:
     score_history: np.ndarray          # (iterations + 1, n_collected) suspicion at each scoring
     selected_history: np.ndarray       # (iterations, n_collected) accepted in each iteration
     probs: np.ndarray                  # (n_collected, K) final healed network's probabilities
-    probe_agreement: np.ndarray | None
+    heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
 
@@ -124,21 +133,24 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     progress = progress or _Silent()
     if not records.trusted.any():
         raise ValueError("heal-and-select needs at least one trusted record")
+    if config.rejected not in ("unlearn", "relabel", "both", "drop"):
+        raise ValueError(f"rejected must be unlearn, relabel, both or drop, got {config.rejected!r}")
     t_start = time.perf_counter()
     device = pick_device(config.device)
     g = seed_everything(config.seed)
 
     spec = default_spec(records.features, records.num_classes, records.modality, config.widths)
     x = resident(records.features, device)
-    y = torch.from_numpy(records.labels).to(device)
+    y = resident(records.labels, device)
     trusted = torch.from_numpy(records.trusted).to(device)
     collected_index = np.flatnonzero(~records.trusted)
     c_idx = torch.from_numpy(collected_index).to(device)
     t_idx = torch.from_numpy(np.flatnonzero(records.trusted)).to(device)
     y_c = y[c_idx]
+    n_c = len(collected_index)
     max_shift = config.max_shift if records.modality == "image" else 0
     trusted_set = TrainSet(x[t_idx], y[t_idx])
-    trusted_bs = max(8, min(config.batch_size, len(t_idx) // 4))
+    small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
     timings: dict[str, float] = {"to_device": time.perf_counter() - t_start}
 
     def run(stage: str, model, data, steps, lr, bs, repeat=None):
@@ -148,36 +160,49 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                  generator=g, max_shift=max_shift, repeat=repeat, on_step=progress.advance)
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    # 1. seed heal: trusted set only
-    model = build_network(spec).to(device)
-    run("heal", model, trusted_set, config.seed_steps, config.lr, trusted_bs)
-
-    # 2. fast-learning probe on everything
-    probe_agree = None
-    if config.probe_epochs > 0:
-        probe = build_network(spec).to(device)
-        run("probe", probe, TrainSet(x, y), steps_for(config.probe_epochs, len(x), config.batch_size),
-            config.lr, config.batch_size)
+    def predict(model, index) -> torch.Tensor:
         t0 = time.perf_counter()
-        probe_agree = agreement(predict_proba(probe, x[c_idx]), y_c)
-        timings["score"] = time.perf_counter() - t0
-        del probe
-
-    def score(model) -> tuple[torch.Tensor, torch.Tensor]:
-        t0 = time.perf_counter()
-        probs = predict_proba(model, x[c_idx])
-        s = suspicion(agreement(probs, y_c), probs.max(1).values, probe_agree)
+        p = predict_proba(model, x[index])
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
-        return s, probs
+        return p
+
+    def backdoor_test(model, suspects: torch.Tensor) -> torch.Tensor:
+        """Agreement of every collected record's label with a probe fine-tuned on suspects: the
+        suspects of one half are measured by the probe trained on the other half, everyone
+        else by the mean of the two probes."""
+        held = torch.zeros(n_c, device=device)
+        where = torch.nonzero(suspects).squeeze(1)
+        if len(where) < 2:
+            return held
+        halves = where[torch.randperm(len(where), generator=g).to(device)].chunk(2)
+        rest = torch.nonzero(~suspects).squeeze(1)
+        for train_half, test_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+            probe = copy.deepcopy(model)
+            index = torch.cat([t_idx, c_idx[train_half]])
+            run("probe", probe, TrainSet(x[index], y[index]), config.probe_steps, config.lr,
+                max(8, min(config.batch_size, len(index) // 8)))
+            held[test_half] = agreement(predict(probe, c_idx[test_half]), y_c[test_half])
+            held[rest] += 0.5 * agreement(predict(probe, c_idx[rest]), y_c[rest])
+            del probe
+        return held
+
+    # 1. heal from scratch on the trusted set
+    model = build_network(spec).to(device)
+    run("heal", model, trusted_set, config.seed_steps, config.lr, small_bs)
 
     score_hist, selected_hist = [], []
     repeat = torch.where(trusted, config.trusted_weight, 1).cpu()
+    held = torch.ones(n_c, device=device)
     for _ in range(config.iterations):
-        s, probs = score(model)
+        # 2a-c. disagreement, backdoor test, selection
+        probs = predict(model, c_idx)
+        healed_agreement = agreement(probs, y_c)
+        held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold)
+        s = (held - healed_agreement).clamp(0.0, 1.0)
         score_hist.append(s)
         accepted = s < config.threshold
         selected_hist.append(accepted)
-        # 3c. train on trusted + accepted (their labels) + rejected (relabelled, unlearned or left out)
+        # 2d. train on trusted + accepted (their labels) + rejected (unlearned / relabelled / left out)
         targets = y.clone()
         use = trusted.clone()
         use[c_idx] = accepted | (config.rejected != "drop")
@@ -187,20 +212,23 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         if config.rejected in ("unlearn", "both"):
             negative[c_idx] = ~accepted
         keep = torch.nonzero(use).squeeze(1)
-        data = TrainSet(x[keep], targets[keep], y[keep], negative[keep] if config.rejected in ("unlearn", "both") else None)
-        n_c = int(use[c_idx].sum())
-        run("train", model, data, steps_for(config.train_epochs, n_c, config.batch_size),
+        unlearn = config.rejected in ("unlearn", "both")
+        data = TrainSet(x[keep], targets[keep], y[keep] if config.rejected == "both" else None,
+                        negative[keep] if unlearn else None)
+        run("train", model, data, steps_for(config.train_epochs, int(use[c_idx].sum()), config.batch_size),
             config.lr, config.batch_size, repeat=repeat[keep.cpu()])
-        # 3d. heal on the trusted set
-        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, trusted_bs)
+        # 2e. heal on the trusted set
+        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
 
-    s, probs = score(model)
+    # final scores: the served network's disagreement, times the last backdoor test
+    probs = predict(model, c_idx)
+    s = (held - agreement(probs, y_c)).clamp(0.0, 1.0)
     score_hist.append(s)
-    t_probs = predict_proba(model, x[t_idx])
+    t_probs = predict(model, t_idx)
     metrics = {
         "trusted_accuracy": float((t_probs.argmax(1) == y[t_idx].argmax(1)).float().mean()),
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
-        "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else 0,
+        "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
     }
     timings["total"] = time.perf_counter() - t_start
     model = model.cpu().eval()
@@ -209,8 +237,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         scores=s.cpu().numpy(),
         score_history=torch.stack(score_hist).cpu().numpy(),
         selected_history=(torch.stack(selected_hist).cpu().numpy() if selected_hist
-                          else np.zeros((0, len(collected_index)), dtype=bool)),
+                          else np.zeros((0, n_c), dtype=bool)),
         probs=probs.cpu().numpy(),
-        probe_agreement=None if probe_agree is None else probe_agree.cpu().numpy(),
+        heldout_agreement=held.cpu().numpy(),
         timings=timings, metrics=metrics,
     )

@@ -5,10 +5,13 @@ Every collected record gets a **suspicion** score in [0, 1], 1 = most likely poi
 * ``agreement(probs, labels)`` -- the overlap ``sum_c min(label_c, prob_c)`` between the record's
   (possibly soft) label and a network's prediction: 1 when they are the same distribution, 0
   when they share no mass. For a hard label it is simply the probability of that class.
-* ``suspicion(healed, probe)`` -- ``(1 - healed) * (1 - w + w * probe)``: the healed network
-  (which has never learned from unvetted records) disagrees with the label, and the fast-learning
-  probe has already fit that label. Clean records the healed network finds hard are learned
-  slowly by the probe and so score lower than poisoned records, which a backdoor makes easy.
+* ``disagreement(probs, labels)`` -- ``(1 - agreement) * confidence``: how confidently the
+  healed network (which has never learned from unvetted records) predicts another class.
+  Records above a threshold are *suspects*.
+* the **suspicion** is the *lift* from the engine's cross-fitted backdoor test
+  (:mod:`sanitizer.heal_and_select`): how much a probe fine-tuned on *other* suspects agrees more
+  with the record's label than the healed network does. A poisoned label transfers from other
+  poisoned records like a backdoor; a hard clean record's label does not.
 
 ``flag`` turns scores into flags by one of three rules (a score threshold, an expected
 contamination rate, or top-k); without one it takes the valley of the score histogram
@@ -24,22 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PROBE_WEIGHT = 0.5
-
-
 def agreement(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Overlap ``sum_c min(label_c, prob_c)`` of each label with the prediction, in [0, 1]."""
     return torch.minimum(probs, labels).sum(dim=1).clamp_(0.0, 1.0)
 
 
-def suspicion(healed: torch.Tensor, confidence: torch.Tensor, probe: torch.Tensor | None = None,
-              probe_weight: float = PROBE_WEIGHT) -> torch.Tensor:
-    """Combine the healed network's agreement, its confidence in its own prediction and the
-    probe's agreement into a score in [0, 1]."""
-    s = (1.0 - healed) * confidence
-    if probe is not None:
-        s = s * (1.0 - probe_weight + probe_weight * probe)
-    return s.clamp_(0.0, 1.0)
+def disagreement(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(1 - agreement) * confidence``: how confidently a network predicts something other than
+    the label, in [0, 1]. A clean record the network merely finds hard (low confidence) scores
+    lower than one it confidently assigns to another class."""
+    return ((1.0 - agreement(probs, labels)) * probs.max(dim=1).values).clamp_(0.0, 1.0)
 
 
 def auto_threshold(scores: np.ndarray, lo: float = 0.2, hi: float = 0.8, bins: int = 100) -> float:
@@ -110,19 +107,20 @@ def flag(scores: np.ndarray, rule: FlagRule | None = None) -> np.ndarray:
 
 
 def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_conf: np.ndarray,
-            probe: np.ndarray | None, class_names: list[str]) -> list[str]:
-    """A short sentence per record saying why it was (or was not) flagged."""
+            heldout: np.ndarray, class_names: list[str]) -> list[str]:
+    """A short sentence per record saying why it was (or was not) flagged. ``heldout`` is the
+    backdoor test's agreement of a probe trained on other suspects with the record's label."""
     out = []
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
-        if not flags[i]:
-            out.append("healed model agrees with the label" if g == p
-                       else f"healed model leans to '{p}' but not enough to flag")
-            continue
-        text = f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'"
-        if probe is not None and probe[i] >= 0.5:
-            text += f"; learned unusually fast ({probe[i]:.0%} fit after one pass)"
-        out.append(text)
+        if flags[i]:
+            out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a probe "
+                       f"trained on other suspects agrees with the label ({heldout[i]:.0%}): backdoor-like")
+        elif g == p:
+            out.append("healed model agrees with the label")
+        else:
+            out.append(f"healed model says '{p}', but the label does not transfer like a backdoor "
+                       f"({heldout[i]:.0%}): a hard or mislabelled record")
     return out
 
 

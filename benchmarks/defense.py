@@ -1,0 +1,230 @@
+"""Defense benchmark: data set x attack x poison rate x healing-set size, methods side by side.
+
+    python benchmarks/defense.py --config small          # CPU, minutes: Fashion-MNIST subset
+    python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
+
+Methods, each on the same poisoned records in the same run:
+
+* ``none``    -- plain training on every record (no defense);
+* ``oracle``  -- plain training on the truly clean records only (the ground truth is used);
+* ``hasnets`` -- ``sanitizer.heal_and_select`` with the defaults the product ships;
+* peers, when their packages are installed (``pip install '.[peers]'``) and ``--peers`` is
+  given: see ``benchmarks/peers.py``.
+
+Measured: clean test accuracy, attack success rate (ASR: share of triggered test records of
+other classes classified as the target), detection AUROC and precision / recall / F1 of the flags
+at the default threshold, wall time. Results go to ``benchmarks/results-<config>.json`` and a
+Markdown table (with machine, commit and command) to stdout and, with ``--write``, into
+``benchmarks/RESULTS.md`` between markers.
+
+Data comes from ``../shared/data`` (see its README); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sanitizer.attacks import AttackConfig, poison, triggered_test_set  # noqa: E402
+from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa: E402
+from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
+from sanitizer.plain_training import train_plain  # noqa: E402
+from sanitizer.records import Records, one_hot  # noqa: E402
+from sanitizer.scoring import flag  # noqa: E402
+from sanitizer.training import pick_device, predict_proba, resident  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+ATTACKS = {
+    "badnets": dict(kind="badnets"),
+    "badnets-all2all": dict(kind="badnets", target=None),
+    "blend": dict(kind="blend"),
+    "noise": dict(kind="noise"),
+    "badnets-lowconf": dict(kind="badnets", low_confidence=0.64),
+    "blend-lowconf": dict(kind="blend", low_confidence=0.64),
+    "badnets-cleanlabel": dict(kind="badnets", clean_label=True),
+}
+
+CONFIGS = {
+    "small": dict(datasets={"fashion_mnist": 10000}, test=2000, attacks=list(ATTACKS), rates=[0.1],
+                  trusted=[0.02], epochs=8.0),
+    "full": dict(datasets={"fashion_mnist": 60000, "cifar10": 10000}, test=None, attacks=list(ATTACKS),
+                 rates=[0.1], trusted=[0.02, 0.005], epochs=8.0),
+}
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    y: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+
+
+def load(name: str, n: int, n_test: int | None, seed: int) -> Split:
+    if name == "fashion_mnist":
+        d = np.load(SHARED / "fashion_mnist" / "fashion_mnist.npz")
+        x, xt = d["x_train"][:, None], d["x_test"][:, None]
+    elif name == "cifar10":
+        d = np.load(SHARED / "cifar10" / "cifar10_subset.npz")
+        x, xt = d["x_train"].transpose(0, 3, 1, 2), d["x_test"].transpose(0, 3, 1, 2)
+    else:
+        raise SystemExit(f"unknown data set {name}")
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(x))[:n]
+    pick_t = rng.permutation(len(xt))[:n_test] if n_test else np.arange(len(xt))
+    return Split(np.ascontiguousarray(x[pick]), d["y_train"][pick].astype(np.int64),
+                 np.ascontiguousarray(xt[pick_t]), d["y_test"][pick_t].astype(np.int64),
+                 [str(c) for c in d["class_names"]])
+
+
+def make_records(s: Split, trusted_share: float, seed: int) -> Records:
+    """Class-balanced trusted split of ``trusted_share`` of the records."""
+    rng = np.random.default_rng(seed + 1)
+    k = len(s.class_names)
+    trusted = np.zeros(len(s.y), bool)
+    per_class = max(1, int(round(trusted_share * len(s.y) / k)))
+    for c in range(k):
+        trusted[rng.permutation(np.flatnonzero(s.y == c))[:per_class]] = True
+    return Records(s.x, one_hot(s.y, k), np.array([f"r{i}" for i in range(len(s.y))], dtype=object),
+                   trusted, s.class_names, "image")
+
+
+def evaluate(model: torch.nn.Module, s: Split, result) -> tuple[float, float]:
+    dev = torch.device("cpu")
+    pred = predict_proba(model, resident(s.x_test, dev)).argmax(1).numpy()
+    x_bd, y_bd, _ = triggered_test_set(s.x_test, s.y_test, result)
+    pred_bd = predict_proba(model, resident(x_bd, dev)).argmax(1).numpy()
+    return accuracy(pred, s.y_test), attack_success_rate(pred_bd, y_bd)
+
+
+def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: float, seed: int,
+             methods: list[str], device: str) -> list[dict]:
+    records = make_records(s, trusted_share, seed)
+    result = poison(records, AttackConfig(**ATTACKS[attack], rate=rate, seed=seed))
+    poisoned = result.poisoned
+    rows = []
+    base = dict(attack=attack, rate=rate, trusted_share=trusted_share,
+                records=len(records), poisoned=int(poisoned.sum()), trusted=int(records.trusted.sum()))
+    for method in methods:
+        t0 = time.perf_counter()
+        row = dict(base, method=method)
+        if method == "none":
+            model, _ = train_plain(result.records, epochs=epochs, seed=seed, device=device)
+        elif method == "oracle":
+            model, _ = train_plain(result.records.subset(~poisoned), epochs=epochs, seed=seed, device=device)
+        elif method == "hasnets":
+            res = heal_and_select(result.records, HealSelectConfig(seed=seed, device=device))
+            model = res.model
+            truth = poisoned[res.collected_index]
+            flags = flag(res.scores)
+            det = detection_report(res.scores, flags, truth)
+            row.update(auroc=det["auroc"], precision=det["precision"], recall=det["recall"], f1=det["f1"],
+                       flagged=int(flags.sum()))
+        else:
+            from benchmarks.peers import run_peer
+            model, det = run_peer(method, result.records, poisoned, epochs=epochs, seed=seed, device=device)
+            row.update(det)
+        row["seconds"] = time.perf_counter() - t0
+        row["clean_accuracy"], row["asr"] = evaluate(model, s, result)
+        rows.append(row)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def machine() -> str:
+    dev = pick_device("auto")
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    import os
+    return f"CPU {platform.processor() or platform.machine()} x{len(os.sched_getaffinity(0))}, torch {torch.__version__}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def fmt(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def table(rows: list[dict], command: str, config: str) -> str:
+    lines = [f"### Defense benchmark, `{config}` configuration",
+             "", f"Machine: {machine()}. Commit: `{commit()}`. Command: `{command}`.", "",
+             "| data | attack | poison | trusted | method | clean acc | ASR | AUROC | precision | recall | F1 | time s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["data"], r["attack"], f"{r['rate']:.0%}", f"{r['trusted_share']:.1%}", r["method"],
+            fmt(r["clean_accuracy"]), fmt(r["asr"]), fmt(r.get("auroc")), fmt(r.get("precision")),
+            fmt(r.get("recall")), fmt(r.get("f1")), f"{r['seconds']:.1f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
+    ap.add_argument("--attacks", help="comma-separated subset of: " + ", ".join(ATTACKS))
+    ap.add_argument("--datasets", help="comma-separated subset of the config's data sets")
+    ap.add_argument("--peers", default="", help="comma-separated peers (see benchmarks/peers.py)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = ap.parse_args()
+    if not SHARED.exists():
+        raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
+    cfg = CONFIGS[args.config]
+    attacks = args.attacks.split(",") if args.attacks else cfg["attacks"]
+    datasets = {k: v for k, v in cfg["datasets"].items()
+                if not args.datasets or k in args.datasets.split(",")}
+    methods = ["none", "oracle", "hasnets"] + [p for p in args.peers.split(",") if p]
+    rows = []
+    for name, n in datasets.items():
+        s = load(name, n, cfg["test"], args.seed)
+        for attack in attacks:
+            for rate in cfg["rates"]:
+                for share in cfg["trusted"]:
+                    for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods, args.device):
+                        rows.append(dict(r, data=name))
+    command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
+                                        if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
+                                   + sys.argv[1:])
+    out_json = ROOT / "benchmarks" / f"results-{args.config}.json"
+    out_json.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command,
+                                    "rows": rows}, indent=1, default=float) + "\n")
+    md = table(rows, command, args.config)
+    print(md)
+    if args.write:
+        path = ROOT / "benchmarks" / "RESULTS.md"
+        text = path.read_text() if path.exists() else "# Benchmark results\n"
+        start, end = f"<!-- defense:{args.config} -->", f"<!-- /defense:{args.config} -->"
+        block = f"{start}\n{md}{end}"
+        if start in text:
+            text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
