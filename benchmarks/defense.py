@@ -112,7 +112,7 @@ def evaluate(model: torch.nn.Module, s: Split, result) -> tuple[float, float]:
 
 
 def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: float, seed: int,
-             methods: list[str], device: str) -> list[dict]:
+             methods: list[str], device: str, engine: dict | None = None) -> list[dict]:
     records = make_records(s, trusted_share, seed)
     result = poison(records, AttackConfig(**ATTACKS[attack], rate=rate, seed=seed))
     poisoned = result.poisoned
@@ -127,7 +127,7 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
         elif method == "oracle":
             model, _ = train_plain(result.records.subset(~poisoned), epochs=epochs, seed=seed, device=device)
         elif method == "hasnets":
-            res = heal_and_select(result.records, HealSelectConfig(seed=seed, device=device))
+            res = heal_and_select(result.records, HealSelectConfig(seed=seed, device=device, **(engine or {})))
             model = res.model
             truth = poisoned[res.collected_index]
             flags = flag(res.scores)
@@ -187,6 +187,8 @@ def main() -> None:
     ap.add_argument("--attacks", help="comma-separated subset of: " + ", ".join(ATTACKS))
     ap.add_argument("--datasets", help="comma-separated subset of the config's data sets")
     ap.add_argument("--peers", default="", help="comma-separated peers (see benchmarks/peers.py)")
+    ap.add_argument("--methods", default="none,oracle,hasnets", help="comma-separated methods to run")
+    ap.add_argument("--engine", default="", help="engine overrides, e.g. 'probe_steps=300,iterations=3'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
@@ -197,14 +199,17 @@ def main() -> None:
     attacks = args.attacks.split(",") if args.attacks else cfg["attacks"]
     datasets = {k: v for k, v in cfg["datasets"].items()
                 if not args.datasets or k in args.datasets.split(",")}
-    methods = ["none", "oracle", "hasnets"] + [p for p in args.peers.split(",") if p]
+    methods = [m for m in args.methods.split(",") if m] + [p for p in args.peers.split(",") if p]
+    engine = {k: type(getattr(HealSelectConfig(), k))(v) for k, v in
+              (kv.split("=") for kv in args.engine.split(",") if kv)}
     rows = []
     for name, n in datasets.items():
         s = load(name, n, cfg["test"], args.seed)
         for attack in attacks:
             for rate in cfg["rates"]:
                 for share in cfg["trusted"]:
-                    for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods, args.device):
+                    for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
+                                      args.device, engine):
                         rows.append(dict(r, data=name))
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]

@@ -31,7 +31,8 @@ about the final ``uint8`` array plus one batch, whatever the storage type of the
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,36 @@ def _reject_duplicate_ids(ids: np.ndarray, id_column: str, source: Source) -> No
                      path=file, row=row, column=id_column)
 
 
+@contextmanager
+def _located_errors(source: Source) -> Iterator[None]:
+    """Give every error raised inside the file and row it concerns, as an InputError."""
+    try:
+        yield
+    except InputError as error:
+        raise _relocate(error, source) from None
+    except pl.exceptions.PolarsError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputError(f"cannot read table ({type(error).__name__}: {first_line})",
+                         path=describe_source(source)) from None
+
+
+def _read_values(frame: pl.LazyFrame, source: Source, meta_columns: list[str],
+                 image: str | Sequence[str] | None, features: list[str] | None,
+                 image_shape: ImageShape | None, image_root: str | Path | None,
+                 batch_rows: int) -> tuple[np.ndarray, pl.DataFrame, list[str], str]:
+    """The records' features, the meta columns, feature names and the modality."""
+    schema = _arrow_schema(frame)
+    _check_columns(schema, meta_columns + _named_data_columns(image, features))
+    layout, columns = _choose_layout(schema, set(meta_columns), image, features)
+    if layout == "tabular":
+        table = frame.select(*dict.fromkeys(meta_columns + columns)).collect()
+        values, feature_names = _feature_matrix(table, columns)
+        return values, table, feature_names, "tabular"
+    root = Path(image_root) if image_root is not None else source_files(source)[0].parent
+    values, meta = _read_images(frame, layout, columns, meta_columns, image_shape, root, batch_rows)
+    return values, meta, [], "image"
+
+
 def read_records(
     source: Source,
     *,
@@ -291,21 +322,11 @@ def read_records(
     ...                        contributor="worker")            # doctest: +SKIP
     """
     frame = scan_table(source)
-    try:
-        schema = _arrow_schema(frame)
+    with _located_errors(source):
         meta_columns = list(dict.fromkeys(
             c for c in (label, id, contributor, trusted_column) if c is not None))
-        _check_columns(schema, meta_columns + _named_data_columns(image, features))
-        layout, columns = _choose_layout(schema, set(meta_columns), image, features)
-        if layout == "tabular":
-            table = frame.select(*dict.fromkeys(meta_columns + columns)).collect()
-            values, feature_names = _feature_matrix(table, columns)
-            meta, modality = table, "tabular"
-        else:
-            root = Path(image_root) if image_root is not None else source_files(source)[0].parent
-            values, meta = _read_images(frame, layout, columns, meta_columns, image_shape, root,
-                                        batch_rows)
-            feature_names, modality = [], "image"
+        values, meta, feature_names, modality = _read_values(
+            frame, source, meta_columns, image, features, image_shape, image_root, batch_rows)
         labels, names = parse_labels(meta.get_column(label), column_name=label,
                                      class_names=class_names)
         flags = (_trusted_flags(meta.get_column(trusted_column)) if trusted_column is not None
@@ -313,12 +334,6 @@ def read_records(
         who = (meta.get_column(contributor).cast(pl.String).to_numpy().astype(object)
                if contributor is not None else None)
         ids = _ids(meta, id, values, labels, flags, who)
-    except InputError as error:
-        raise _relocate(error, source) from None
-    except pl.exceptions.PolarsError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise InputError(f"cannot read table ({type(error).__name__}: {first_line})",
-                         path=describe_source(source)) from None
     if id is not None:
         _reject_duplicate_ids(ids, id, source)
     return Records(features=values, labels=labels, ids=ids, trusted=flags, class_names=names,
@@ -342,29 +357,12 @@ def read_features(
     when given, must match what is found. Ids come from ``id`` or are content hashes.
     """
     frame = scan_table(source)
-    try:
-        schema = _arrow_schema(frame)
-        meta_columns = [id] if id is not None else []
-        _check_columns(schema, meta_columns + _named_data_columns(image, features))
-        layout, columns = _choose_layout(schema, set(meta_columns), image, features)
-        found = "tabular" if layout == "tabular" else "image"
+    with _located_errors(source):
+        values, meta, _, found = _read_values(
+            frame, source, [id] if id is not None else [], image, features, image_shape,
+            image_root, batch_rows)
         if modality is not None and found != modality:
-            raise InputError(f"found {found} columns ({', '.join(columns[:5])}), the model takes "
-                             f"{modality} records")
-        if layout == "tabular":
-            table = frame.select(*dict.fromkeys(meta_columns + columns)).collect()
-            values, _ = _feature_matrix(table, columns)
-            meta = table
-        else:
-            root = Path(image_root) if image_root is not None else source_files(source)[0].parent
-            values, meta = _read_images(frame, layout, columns, meta_columns, image_shape, root,
-                                        batch_rows)
+            raise InputError(f"found {found} columns, the model takes {modality} records")
         n = len(values)
         ids = _ids(meta, id, values, np.zeros((n, 1), np.float32), np.zeros(n, bool), None)
-    except InputError as error:
-        raise _relocate(error, source) from None
-    except pl.exceptions.PolarsError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise InputError(f"cannot read table ({type(error).__name__}: {first_line})",
-                         path=describe_source(source)) from None
     return values, ids

@@ -117,7 +117,6 @@ def default_spec(features: np.ndarray, num_classes: int, modality: str,
     """Choose the network for the data: a CNN for images (three blocks of 32/64/128 channels,
     two for maps under 16 px), an MLP with two hidden layers for tabular records. Normalisation
     statistics are measured on ``features`` (pass the training records)."""
-    x = features.astype(np.float32, copy=False)
     if modality == "image":
         _, c, h, w = features.shape
         if widths is None:
@@ -125,12 +124,13 @@ def default_spec(features: np.ndarray, num_classes: int, modality: str,
                 widths = (32, 64)
             else:
                 widths = (16, 32, 64) if c == 1 else (32, 64, 128)
-        sample = x[: min(len(x), 20000)]
+        sample = features[:20000].astype(np.float32)  # statistics from a slice: no full copy
         mean = sample.mean(axis=(0, 2, 3)).tolist()
         std = (sample.std(axis=(0, 2, 3)) + 1e-3).tolist()
         return NetworkSpec("cnn", (c, h, w), num_classes, tuple(widths), mean, std)
     if widths is None:
         widths = (128, 128)
+    x = features.astype(np.float32, copy=False)
     mean = x.mean(axis=0).tolist()
     std = (x.std(axis=0) + 1e-6).tolist()
     return NetworkSpec("mlp", (x.shape[1],), num_classes, tuple(widths), mean, std)

@@ -94,8 +94,9 @@ def negative_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch
 class TrainSet:
     """Records to optimise on, resident on the device.
 
-    ``negative[i]`` selects negative learning for record ``i`` instead of cross-entropy;
-    ``repeat`` oversamples the set (the trusted set is small and worth more)."""
+    ``y`` holds the training targets (probability rows). Where ``negative[i]`` is set, record
+    ``i`` trains by negative learning away from ``given[i]`` -- added to its cross-entropy on
+    ``y[i]`` when ``given`` is provided (relabelled *and* unlearned), instead of it otherwise."""
 
     x: torch.Tensor
     y: torch.Tensor
