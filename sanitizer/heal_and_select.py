@@ -153,16 +153,25 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
     timings: dict[str, float] = {"to_device": time.perf_counter() - t_start}
 
+    def sync() -> None:
+        """Wait for the GPU so that each stage's timing holds its own work."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     def run(stage: str, model, data, steps, lr, bs, repeat=None):
+        sync()
         t0 = time.perf_counter()
         progress.stage(stage, steps)
         optimise(model, data, steps=steps, batch_size=bs, lr=lr, weight_decay=config.weight_decay,
                  generator=g, max_shift=max_shift, repeat=repeat, on_step=progress.advance)
+        sync()
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
     def predict(model, index) -> torch.Tensor:
+        sync()
         t0 = time.perf_counter()
         p = predict_proba(model, x[index])
+        sync()
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
         return p
 
