@@ -13,9 +13,8 @@ Methods, each on the same poisoned records in the same run:
 
 Measured: clean test accuracy, attack success rate (ASR: share of triggered test records of
 other classes classified as the target), detection AUROC and precision / recall / F1 of the flags
-at the default threshold, wall time. Results go to ``benchmarks/results-<config>.json`` and a
-Markdown table (with machine, commit and command) to stdout and, with ``--write``, into
-``benchmarks/RESULTS.md`` between markers.
+at the default threshold, wall time. A Markdown table (with machine, commit and command) goes to stdout; with ``--write`` also into
+``benchmarks/RESULTS.md`` between markers and, machine-readable, ``benchmarks/results-<config>.json``.
 
 Data comes from ``../shared/data`` (see its README); nothing is downloaded.
 """
@@ -214,12 +213,12 @@ def main() -> None:
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
                                    + sys.argv[1:])
-    out_json = ROOT / "benchmarks" / f"results-{args.config}.json"
-    out_json.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command,
-                                    "rows": rows}, indent=1, default=float) + "\n")
     md = table(rows, command, args.config)
     print(md)
     if args.write:
+        out_json = ROOT / "benchmarks" / f"results-{args.config}.json"
+        out_json.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command,
+                                        "rows": rows}, indent=1, default=float) + "\n")
         path = ROOT / "benchmarks" / "RESULTS.md"
         text = path.read_text() if path.exists() else "# Benchmark results\n"
         start, end = f"<!-- defense:{args.config} -->", f"<!-- /defense:{args.config} -->"
