@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import polars as pl
 from rich.table import Table
 
 from connectors.dataset_folder import read_dataset
@@ -65,8 +64,7 @@ def run_demo(workdir: Path, data: Path = EXAMPLES, seed: int = 0, quiet: bool = 
     test = read_records(test_file, label="label", id="id", image="image")
     records, _ = read_dataset(workdir / "dataset")
     names = records.class_names
-    truth_labels = np.array([names[i] for i in test.hard_labels.tolist()]) if test.class_names == names \
-        else np.asarray(test.class_names)[test.hard_labels]
+    truth_labels = np.asarray(test.class_names)[test.hard_labels]
     accuracy = float((preds["predicted_label"].to_numpy().astype(str) == truth_labels).mean())
     config, trigger = read_attack(truth_path)
     y_test = np.array([names.index(c) for c in truth_labels])
@@ -114,6 +112,6 @@ def demo_command(workdir, data, seed, as_json, quiet):
     result = run_demo(workdir, data, seed, quiet)
     if as_json:
         import json
-        click.echo(json.dumps({k: v for k, v in result.items()}, default=float))
+        click.echo(json.dumps(result, default=float))
     if not quiet:
         print_summary(result)

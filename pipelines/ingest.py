@@ -18,7 +18,7 @@ import numpy as np
 
 from connectors.dataset_folder import write_dataset
 from connectors.errors import InputError
-from connectors.record_ids import content_ids
+from connectors.record_ids import content_ids, find_duplicate
 from connectors.table_records import read_records
 from connectors.tables import count_rows, file_sha256, source_files
 from sanitizer import __version__
@@ -77,9 +77,10 @@ def ingest(collected_source, output: str | Path, *, label: str, trusted_source=N
                          path=str(collected_source), column=trusted_column)
     if records.trusted.all():
         raise InputError("every record is trusted: nothing to sanitize", path=str(collected_source))
-    dup = _duplicate(records.ids)
+    dup = find_duplicate(records.ids)
     if dup is not None:
-        raise InputError(f"id {dup!r} appears twice", path=str(collected_source), column=id or "id")
+        raise InputError(f"id {records.ids[dup[1]]!r} appears twice", path=str(collected_source),
+                         column=id or "id")
     warnings = []
     per_class = np.bincount(records.hard_labels[records.trusted], minlength=records.num_classes)
     empty = [records.class_names[c] for c in np.flatnonzero(per_class == 0)]
@@ -93,7 +94,3 @@ def ingest(collected_source, output: str | Path, *, label: str, trusted_source=N
                              rows_per_shard=rows_per_shard)
     return manifest, warnings
 
-
-def _duplicate(ids: np.ndarray) -> str | None:
-    uniq, counts = np.unique(ids.astype(str), return_counts=True)
-    return None if (counts == 1).all() else str(uniq[counts > 1][0])

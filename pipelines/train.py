@@ -16,6 +16,7 @@ from connectors.run_folder import write_run
 from sanitizer import __version__
 from sanitizer.heal_and_select import HealSelectConfig, HealSelectResult, heal_and_select
 from sanitizer.records import Records
+from sanitizer.training import pick_device
 
 
 def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
@@ -45,12 +46,11 @@ def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | No
     config = config or HealSelectConfig()
     records, ds_manifest = read_dataset(dataset)
     result = heal_and_select(records, config, progress)
-    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else config.device
     manifest = {
         "tool_version": __version__,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "polars": pl.__version__},
-        "device": device if device != "auto" else "cpu",
+        "device": str(pick_device(config.device)),
         "seed": config.seed,
         "argv": argv if argv is not None else sys.argv,
         "dataset": str(Path(dataset).resolve()),
