@@ -1,6 +1,7 @@
 """Defense benchmark: data set x attack x poison rate x healing-set size, methods side by side.
 
     python benchmarks/defense.py --config small          # CPU, minutes: Fashion-MNIST subset
+    python benchmarks/defense.py --config audio-text     # CPU, minutes: spoken digits, SMS, complaints
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
 
 Methods, each on the same poisoned records in the same run:
@@ -36,6 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connectors.audio_files import read_audio_records  # noqa: E402
+from connectors.table_records import read_records  # noqa: E402
+from connectors.text_tokens import TextTokenizer  # noqa: E402
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set  # noqa: E402
 from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa: E402
 from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
@@ -46,7 +50,7 @@ from sanitizer.training import pick_device, predict_proba, resident  # noqa: E40
 
 SHARED = ROOT.parent / "shared" / "data"
 
-ATTACKS = {
+IMAGE_ATTACKS = {
     "badnets": dict(kind="badnets"),
     "badnets-all2all": dict(kind="badnets", target=None),
     "blend": dict(kind="blend"),
@@ -55,12 +59,30 @@ ATTACKS = {
     "blend-lowconf": dict(kind="blend", low_confidence=0.64),
     "badnets-cleanlabel": dict(kind="badnets", clean_label=True),
 }
+AUDIO_ATTACKS = {
+    "tone": dict(kind="tone"),
+    "burst": dict(kind="burst"),
+    "tone-all2all": dict(kind="tone", target=None),
+    "tone-lowconf": dict(kind="tone", low_confidence=0.64),
+    "tone-cleanlabel": dict(kind="tone", clean_label=True),
+}
+TEXT_ATTACKS = {
+    "word": dict(kind="word"),
+    "word-all2all": dict(kind="word", target=None),
+    "word-lowconf": dict(kind="word", low_confidence=0.64),
+    "word-cleanlabel": dict(kind="word", clean_label=True),
+}
+ATTACKS = {"image": IMAGE_ATTACKS, "audio": AUDIO_ATTACKS, "text": TEXT_ATTACKS}
+MODALITY = {"fashion_mnist": "image", "cifar10": "image", "fsdd": "audio", "sms_spam": "text",
+            "cfpb": "text"}
 
 CONFIGS = {
-    "small": dict(datasets={"fashion_mnist": 10000}, test=2000, attacks=list(ATTACKS), rates=[0.1],
-                  trusted=[0.02], epochs=8.0),
-    "full": dict(datasets={"fashion_mnist": 60000, "cifar10": 10000}, test=None, attacks=list(ATTACKS),
-                 rates=[0.1], trusted=[0.02, 0.005], epochs=8.0),
+    "small": dict(datasets={"fashion_mnist": 10000}, test=2000, rates=[0.1], trusted=[0.02],
+                  epochs=8.0),
+    "audio-text": dict(datasets={"fsdd": None, "sms_spam": None, "cfpb": None}, test=None,
+                       rates=[0.1], trusted=[0.05], epochs=8.0),
+    "full": dict(datasets={"fashion_mnist": 60000, "cifar10": 10000}, test=None, rates=[0.1],
+                 trusted=[0.02, 0.005], epochs=8.0),
 }
 
 
@@ -71,9 +93,29 @@ class Split:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str]
+    modality: str = "image"
+    sample_rate: int | None = None
 
 
-def load(name: str, n: int, n_test: int | None, seed: int) -> Split:
+def _split_records(records: Records, test: np.ndarray) -> Split:
+    y = records.hard_labels.astype(np.int64)
+    return Split(records.features[~test], y[~test], records.features[test], y[test],
+                 records.class_names, records.modality, records.sample_rate)
+
+
+def load(name: str, n: int | None, n_test: int | None, seed: int) -> Split:
+    """A data set as train/test arrays: FSDD with its official split (recordings 0-4 are the
+    test set), the text sets with a seeded 80/20 split, images with their own test sets."""
+    rng = np.random.default_rng(seed)
+    if name == "fsdd":
+        records, _, _ = read_audio_records(SHARED / "fsdd" / "wav")
+        index = np.array([int(Path(i).stem.rsplit("_", 1)[1]) for i in records.ids])
+        return _split_records(records, index < 5)
+    if name in ("sms_spam", "cfpb"):
+        path, label, text = {"sms_spam": ("sms_spam/sms_spam.csv", "label", "text"),
+                             "cfpb": ("cfpb_complaints/cfpb_sample_b.csv", "product", "narrative")}[name]
+        records = read_records(SHARED / path, label=label, text=text)
+        return _split_records(records, rng.random(len(records)) < 0.2)
     if name == "fashion_mnist":
         d = np.load(SHARED / "fashion_mnist" / "fashion_mnist.npz")
         x, xt = d["x_train"][:, None], d["x_test"][:, None]
@@ -99,22 +141,33 @@ def make_records(s: Split, trusted_share: float, seed: int) -> Records:
     for c in range(k):
         trusted[rng.permutation(np.flatnonzero(s.y == c))[:per_class]] = True
     return Records(s.x, one_hot(s.y, k), np.array([f"r{i}" for i in range(len(s.y))], dtype=object),
-                   trusted, s.class_names, "image")
+                   trusted, s.class_names, s.modality, sample_rate=s.sample_rate)
 
 
-def evaluate(model: torch.nn.Module, s: Split, result) -> tuple[float, float]:
+def model_inputs(records: Records):
+    """What the networks take, and the same transform for test inputs: texts become token ids
+    with a tokenizer fitted on the (poisoned) training texts, as ``sanitize train`` does."""
+    if records.modality != "text":
+        return records, lambda x: x
+    tokenizer = TextTokenizer.fit(records.features)
+    return (records.with_features(tokenizer.encode(records.features), tokenizer.vocabulary_size),
+            tokenizer.encode)
+
+
+def evaluate(model: torch.nn.Module, s: Split, result, encode) -> tuple[float, float]:
     dev = torch.device("cpu")
-    pred = predict_proba(model, resident(s.x_test, dev)).argmax(1).numpy()
+    pred = predict_proba(model, resident(encode(s.x_test), dev)).argmax(1).numpy()
     x_bd, y_bd, _ = triggered_test_set(s.x_test, s.y_test, result)
-    pred_bd = predict_proba(model, resident(x_bd, dev)).argmax(1).numpy()
+    pred_bd = predict_proba(model, resident(encode(x_bd), dev)).argmax(1).numpy()
     return accuracy(pred, s.y_test), attack_success_rate(pred_bd, y_bd)
 
 
 def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: float, seed: int,
              methods: list[str], device: str, engine: dict | None = None) -> list[dict]:
     records = make_records(s, trusted_share, seed)
-    result = poison(records, AttackConfig(**ATTACKS[attack], rate=rate, seed=seed))
+    result = poison(records, AttackConfig(**ATTACKS[s.modality][attack], rate=rate, seed=seed))
     poisoned = result.poisoned
+    train_records, encode = model_inputs(result.records)
     rows = []
     base = dict(attack=attack, rate=rate, trusted_share=trusted_share,
                 records=len(records), poisoned=int(poisoned.sum()), trusted=int(records.trusted.sum()))
@@ -122,11 +175,11 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
         t0 = time.perf_counter()
         row = dict(base, method=method)
         if method == "none":
-            model, _ = train_plain(result.records, epochs=epochs, seed=seed, device=device)
+            model, _ = train_plain(train_records, epochs=epochs, seed=seed, device=device)
         elif method == "oracle":
-            model, _ = train_plain(result.records.subset(~poisoned), epochs=epochs, seed=seed, device=device)
+            model, _ = train_plain(train_records.subset(~poisoned), epochs=epochs, seed=seed, device=device)
         elif method == "hasnets":
-            res = heal_and_select(result.records, HealSelectConfig(seed=seed, device=device, **(engine or {})))
+            res = heal_and_select(train_records, HealSelectConfig(seed=seed, device=device, **(engine or {})))
             model = res.model
             truth = poisoned[res.collected_index]
             flags = flag(res.scores)
@@ -135,10 +188,10 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                        flagged=int(flags.sum()))
         else:
             from benchmarks.peers import run_peer
-            model, det = run_peer(method, result.records, poisoned, epochs=epochs, seed=seed, device=device)
+            model, det = run_peer(method, train_records, poisoned, epochs=epochs, seed=seed, device=device)
             row.update(det)
         row["seconds"] = time.perf_counter() - t0
-        row["clean_accuracy"], row["asr"] = evaluate(model, s, result)
+        row["clean_accuracy"], row["asr"] = evaluate(model, s, result, encode)
         rows.append(row)
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
               file=sys.stderr, flush=True)
@@ -183,7 +236,8 @@ def table(rows: list[dict], command: str, config: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
-    ap.add_argument("--attacks", help="comma-separated subset of: " + ", ".join(ATTACKS))
+    ap.add_argument("--attacks", help="comma-separated subset of: " + ", ".join(
+        a for attacks in ATTACKS.values() for a in attacks) + " (each data set runs its modality's)")
     ap.add_argument("--datasets", help="comma-separated subset of the config's data sets")
     ap.add_argument("--peers", default="", help="comma-separated peers (see benchmarks/peers.py)")
     ap.add_argument("--methods", default="none,oracle,hasnets", help="comma-separated methods to run")
@@ -195,7 +249,6 @@ def main() -> None:
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
     cfg = CONFIGS[args.config]
-    attacks = args.attacks.split(",") if args.attacks else cfg["attacks"]
     datasets = {k: v for k, v in cfg["datasets"].items()
                 if not args.datasets or k in args.datasets.split(",")}
     methods = [m for m in args.methods.split(",") if m] + [p for p in args.peers.split(",") if p]
@@ -204,6 +257,7 @@ def main() -> None:
     rows = []
     for name, n in datasets.items():
         s = load(name, n, cfg["test"], args.seed)
+        attacks = [a for a in ATTACKS[s.modality] if not args.attacks or a in args.attacks.split(",")]
         for attack in attacks:
             for rate in cfg["rates"]:
                 for share in cfg["trusted"]:

@@ -13,7 +13,9 @@ module                      what it does
 ``images``                  image columns (PNG/JPEG bytes, HF structs, pixel lists, pixel
                             columns) to ``uint8`` ``(N, C, H, W)``; :func:`encode_png`
 ``labels``                  label columns (names, integers, probability vectors) to ``(N, K)``
-``table_records``           :func:`read_records`: a table to ``Records``
+``table_records``           :func:`read_records`: a table to ``Records`` (images, features, text)
+``audio_files``             audio folders and manifests to waveforms, with a quarantine table
+``text_tokens``             :func:`normalize_text`, :class:`TextTokenizer` (no download needed)
 ``dataset_folder``          the ingested dataset folder: :func:`write_dataset`,
                             :func:`read_dataset`, :func:`read_manifest`
 ``reports``                 :func:`write_table`, :func:`read_table`: Parquet, CSV, JSON lines

@@ -19,10 +19,13 @@ column          Arrow type                            meaning
 ``label``       ``list<float32>`` (K values)          probability vector over ``class_names``
 ``pixels``      ``fixed_size_list<uint8>[C*H*W]``     image, channels-first (C, H, W) row-major
 ``features``    ``fixed_size_list<float32>[F]``       tabular features (instead of ``pixels``)
+``waveform``    ``fixed_size_list<float32>[S]``       audio: mono samples in [-1, 1] (instead)
+``text``        ``string``                            text: the normalised text (instead)
 =============== ===================================== ==========================================
 
 ``manifest.json`` holds ``format_version`` (1), ``tool_version``, ``created`` (UTC, ISO 8601),
-``modality``, ``input_shape`` (``[C, H, W]`` or ``[F]``), ``feature_names``, ``class_names``,
+``modality``, ``input_shape`` (``[C, H, W]``, ``[F]``, ``[S]`` or ``[]`` for text), ``sample_rate``
+(audio, else null), ``feature_names``, ``class_names``,
 ``counts`` (``records``, ``collected``, ``trusted``, ``soft_labels``, and per-class counts of
 collected and trusted records by hard label, keyed by class name), ``inputs`` (the source files:
 ``path``, ``sha256``, ``rows``, ``role`` = ``collected`` or ``trusted``), ``shards`` (file name
@@ -57,8 +60,11 @@ MANIFEST = "manifest.json"
 ROLES = ("collected", "trusted")
 _RESERVED = {
     "format_version", "tool_version", "created", "modality", "input_shape", "feature_names",
-    "class_names", "counts", "inputs", "shards",
+    "class_names", "counts", "inputs", "shards", "sample_rate",
 }
+# The column that holds each modality's data, and the Arrow type of one value.
+DATA_COLUMNS = {"image": ("pixels", pa.uint8()), "tabular": ("features", pa.float32()),
+                "audio": ("waveform", pa.float32()), "text": ("text", pa.string())}
 
 
 def shard_name(index: int) -> str:
@@ -102,14 +108,15 @@ def _shard_table(records: Records, start: int, stop: int) -> pa.Table:
     label_offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k, pa.int32())
     label = pa.ListArray.from_arrays(label_offsets, pa.array(labels.reshape(-1)))
     values = records.features[start:stop]
-    if records.modality == "image":
-        flat = np.ascontiguousarray(values, dtype=np.uint8).reshape(-1)
-        data_name, data_type = "pixels", pa.uint8()
+    data_name, data_type = DATA_COLUMNS[records.modality]
+    if records.modality == "text":
+        if values.dtype != object:
+            raise ValueError("dataset folders store texts, not token ids")
+        data = pa.array([str(v) for v in values], pa.string())
     else:
-        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
-        data_name, data_type = "features", pa.float32()
-    data = pa.FixedSizeListArray.from_arrays(pa.array(flat, data_type),
-                                             math.prod(records.input_shape))
+        flat = np.ascontiguousarray(values, dtype=data_type.to_pandas_dtype()).reshape(-1)
+        data = pa.FixedSizeListArray.from_arrays(pa.array(flat, data_type),
+                                                 math.prod(records.input_shape))
     contributors = (pa.nulls(n, pa.string()) if records.contributors is None else
                     pa.array([None if c is None else str(c)
                               for c in records.contributors[start:stop]], pa.string()))
@@ -138,12 +145,15 @@ def write_dataset(
     tool_version: str,
     inputs: list[dict[str, Any]],
     extra: dict[str, Any] | None = None,
+    tables: dict[str, pa.Table] | None = None,
     rows_per_shard: int = 50_000,
 ) -> dict[str, Any]:
     """Write ``records`` as a dataset folder (layout in the module docstring); return the manifest.
 
     ``inputs`` describes the source files (``path``, ``sha256``, ``rows``, ``role``), e.g. built
     with :func:`connectors.tables.file_sha256` and :func:`connectors.tables.count_rows`.
+    ``tables`` are written beside the shards as ``<name>.parquet`` (e.g. ``quarantine``: the
+    audio files ingest could not use), inside the same atomic rename.
     """
     folder = Path(folder)
     if rows_per_shard < 1:
@@ -160,6 +170,7 @@ def write_dataset(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "modality": records.modality,
         "input_shape": list(records.input_shape),
+        "sample_rate": records.sample_rate,
         "feature_names": list(records.feature_names),
         "class_names": list(records.class_names),
         "counts": _counts(records),
@@ -175,6 +186,8 @@ def write_dataset(
             pq.write_table(_shard_table(records, start, stop), tmp / shard_name(index),
                            compression="zstd")
             manifest["shards"].append({"file": shard_name(index), "rows": stop - start})
+        for name, table in (tables or {}).items():
+            pq.write_table(table, tmp / f"{name}.parquet")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
@@ -224,8 +237,10 @@ def read_dataset(folder: str | Path) -> tuple[Records, dict[str, Any]]:
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
-    image = manifest["modality"] == "image"
-    data_name = "pixels" if image else "features"
+    modality = manifest["modality"]
+    if modality not in DATA_COLUMNS:
+        raise InputError(f"unknown modality {modality!r}", path=folder / MANIFEST)
+    data_name, data_type = DATA_COLUMNS[modality]
     shape = tuple(int(d) for d in manifest["input_shape"])
     k = len(manifest["class_names"])
     tables = [_read_shard(folder / shard["file"], int(shard["rows"]), data_name)
@@ -240,8 +255,12 @@ def read_dataset(folder: str | Path) -> tuple[Records, dict[str, Any]]:
     shard_start = np.cumsum([0] + [t.num_rows for t in tables])
     try:
         labels = lists_to_numpy(table.column("label"), column_name="label", expected_dims=(k,))
-        values = lists_to_numpy(table.column(data_name), column_name=data_name,
-                                expected_dims=(math.prod(shape),))
+        if modality == "text":
+            values = table.column(data_name).to_numpy(zero_copy_only=False).astype(object)
+        else:
+            values = lists_to_numpy(table.column(data_name), column_name=data_name,
+                                    expected_dims=(math.prod(shape),))
+            values = values.astype(data_type.to_pandas_dtype(), copy=False).reshape(-1, *shape)
     except InputError as error:
         row = error.row or 0
         shard = manifest["shards"][int(shard_of[row])]["file"] if len(shard_of) else MANIFEST
@@ -249,7 +268,7 @@ def read_dataset(folder: str | Path) -> tuple[Records, dict[str, Any]]:
         raise error.located(path=folder / shard, row=local_row) from None
     contributors = table.column("contributor")
     return Records(
-        features=values.astype(np.uint8 if image else np.float32, copy=False).reshape(-1, *shape),
+        features=values,
         labels=labels.astype(np.float32, copy=False),
         ids=table.column("id").to_numpy().astype(object),
         trusted=table.column("trusted").to_numpy(),
@@ -258,4 +277,5 @@ def read_dataset(folder: str | Path) -> tuple[Records, dict[str, Any]]:
         contributors=(None if contributors.null_count == table.num_rows
                       else contributors.to_numpy().astype(object)),
         feature_names=list(manifest.get("feature_names", [])),
+        sample_rate=manifest.get("sample_rate"),
     ), manifest

@@ -4,7 +4,7 @@ Every record needs an id that is unique in the dataset and stable across runs, b
 ("record ``a41f...`` is likely poisoned") and decisions must be traceable back to the input.
 When the input has an id column, its values are used as they are and must be unique
 (:func:`find_duplicate`). When it has none, :func:`content_ids` hashes what the record holds:
-its features (pixels or feature values), its label vector, its trusted flag and its
+its features (pixels, feature values, samples, or the UTF-8 of a text), its label vector, its trusted flag and its
 contributor. The id is the first 16 hex digits (64 bits) of a BLAKE2b digest, so re-reading the
 same data, in any order, gives the same ids.
 
@@ -29,12 +29,15 @@ def content_ids(
 ) -> np.ndarray:
     """One 16-hex-digit content hash per record (object array of ``str``); see module docstring."""
     n = len(features)
-    rows = np.ascontiguousarray(features).reshape(n, -1)
+    if features.dtype == object:  # texts: hash their UTF-8, not the objects' memory addresses
+        rows = [str(t).encode("utf-8") for t in features]
+    else:
+        rows = [r.tobytes() for r in np.ascontiguousarray(features).reshape(n, -1)]
     labels = np.ascontiguousarray(labels, dtype=np.float32)
     ids = np.empty(n, dtype=object)
     seen: dict[str, int] = {}
     for i in range(n):
-        digest = hashlib.blake2b(rows[i].tobytes(), digest_size=8)
+        digest = hashlib.blake2b(rows[i], digest_size=8)
         digest.update(labels[i].tobytes())
         digest.update(b"T" if trusted[i] else b"C")
         if contributors is not None and contributors[i] is not None:

@@ -15,6 +15,8 @@ file                 what it holds
 ``metrics.json``     timings and training figures
 ``run.json``         the run manifest: tool and library versions, seed, argv, device, the
                      dataset folder and the hashes of its inputs, class names
+``tokenizer.json``   text runs only: the tokenizer built from the data
+                     (:class:`connectors.text_tokens.TextTokenizer`), needed to serve the model
 ===================  ==========================================================================
 
 The folder is written under a temporary name and renamed when complete.
@@ -36,7 +38,8 @@ FILES = ("model.pt", "network.json", "config.json", "scores.parquet", "metrics.j
 
 
 def write_run(folder: str | Path, *, state_dict: dict, network: dict, config: dict,
-              scores: pl.DataFrame, metrics: dict, manifest: dict) -> Path:
+              scores: pl.DataFrame, metrics: dict, manifest: dict,
+              tokenizer: dict | None = None) -> Path:
     """Write a complete run folder atomically; returns its path."""
     folder = Path(folder)
     with atomic_path(folder) as tmp:
@@ -45,13 +48,16 @@ def write_run(folder: str | Path, *, state_dict: dict, network: dict, config: di
         for name, obj in (("network.json", network), ("config.json", config),
                           ("metrics.json", metrics), ("run.json", manifest)):
             (tmp / name).write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        if tokenizer is not None:
+            (tmp / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False) + "\n")
         scores.write_parquet(tmp / "scores.parquet")
     return folder
 
 
 def read_run(folder: str | Path) -> dict[str, Any]:
     """Read a run folder: a dict with ``state_dict``, ``network``, ``config``, ``scores``
-    (a polars DataFrame), ``metrics`` and ``manifest``."""
+    (a polars DataFrame), ``metrics``, ``manifest`` and ``tokenizer`` (a dict, or ``None``
+    unless the run is on text)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("no such run folder (write one with 'sanitize train')", path=folder)
@@ -72,4 +78,5 @@ def read_run(folder: str | Path) -> dict[str, Any]:
         "scores": pl.read_parquet(folder / "scores.parquet"),
         "metrics": load_json("metrics.json"),
         "manifest": load_json("run.json"),
+        "tokenizer": load_json("tokenizer.json") if (folder / "tokenizer.json").exists() else None,
     }

@@ -7,6 +7,10 @@ One row is one record. You name the label column; the rest is found or named:
   ``image="pixel*"`` (a pattern) or ``image=[...]`` (a list) names one-column-per-pixel data.
 * **tabular**: ``features=[...]`` names numeric feature columns (a numeric list column counts as
   one feature per element, named ``col[0]``, ``col[1]``...).
+* **text**: ``text="review"`` names one string column; each value goes through
+  :func:`connectors.text_tokens.normalize_text` and the records are ``modality="text"`` with
+  ``features`` an object array ``(N,)`` of the normalised strings (tokenizing is left to the
+  model: :class:`connectors.text_tokens.TextTokenizer`). A text column is never inferred: name it.
 * **neither**: the modality is inferred from the columns left after removing the label, id,
   contributor and trusted columns. A single binary, ``{bytes, path}`` struct or integer list
   column is an image column; else pixel-named columns (``pixel0``..., ``1x1``...) are a flat image;
@@ -21,7 +25,8 @@ record gets ``trusted``. Labels are parsed by :func:`connectors.labels.parse_lab
 
 Errors are :class:`~connectors.errors.InputError` naming the file, the 0-based row within that
 file and the column: a missing column (with the list of available ones), a null, a NaN or infinite
-feature, a bad label, an undecodable or wrongly sized image.
+feature, a bad label, an undecodable or wrongly sized image, a text column that is not a string
+column, a missing (null) text or one that is empty once normalised.
 
 Memory: only the needed columns are read. Image tables are read in batches of
 ``batch_rows`` records, each decoded straight into the preallocated output, so peak memory is
@@ -58,6 +63,7 @@ from connectors.tables import (
     scan_table,
     source_files,
 )
+from connectors.text_tokens import normalize_text
 from sanitizer.records import Records
 
 BATCH_ROWS = 16_384
@@ -218,6 +224,27 @@ def _feature_matrix(frame: pl.DataFrame, columns: list[str]) -> tuple[np.ndarray
     return matrix, names
 
 
+def _texts(series: pl.Series) -> np.ndarray:
+    """A string column as an object array ``(N,)`` of normalised ``str`` (see module docstring)."""
+    if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
+        series = series.cast(pl.String)
+    if series.dtype == pl.Null:  # a column of nulls only
+        raise InputError("missing text (null)", row=0, column=series.name)
+    if series.dtype != pl.String:
+        raise InputError(f"text column is not text ({series.dtype})", column=series.name)
+    if series.null_count():
+        raise InputError("missing text (null)", row=int(series.is_null().arg_true()[0]),
+                         column=series.name)
+    texts = np.empty(len(series), dtype=object)
+    for row, value in enumerate(series.to_list()):
+        text = normalize_text(value)
+        if not text:
+            raise InputError("empty text (nothing left once whitespace and control characters "
+                             "are removed)", row=row, column=series.name)
+        texts[row] = text
+    return texts
+
+
 def _trusted_flags(series: pl.Series) -> np.ndarray:
     if series.null_count():
         raise InputError("missing trusted flag (null)", row=int(series.is_null().arg_true()[0]),
@@ -281,8 +308,15 @@ def _located_errors(source: Source) -> Iterator[None]:
 def _read_values(frame: pl.LazyFrame, source: Source, meta_columns: list[str],
                  image: str | Sequence[str] | None, features: list[str] | None,
                  image_shape: ImageShape | None, image_root: str | Path | None,
-                 batch_rows: int) -> tuple[np.ndarray, pl.DataFrame, list[str], str]:
+                 batch_rows: int, text: str | None = None,
+                 ) -> tuple[np.ndarray, pl.DataFrame, list[str], str]:
     """The records' features, the meta columns, feature names and the modality."""
+    if text is not None:
+        if image is not None or features is not None:
+            raise ValueError("give only one of image, features or text")
+        _check_columns(_arrow_schema(frame), meta_columns + [text])
+        table = frame.select(*dict.fromkeys(meta_columns + [text])).collect()
+        return _texts(table.get_column(text)), table, [text], "text"
     schema = _arrow_schema(frame)
     _check_columns(schema, meta_columns + _named_data_columns(image, features))
     layout, columns = _choose_layout(schema, set(meta_columns), image, features)
@@ -303,6 +337,7 @@ def read_records(
     contributor: str | None = None,
     image: str | Sequence[str] | None = None,
     features: list[str] | None = None,
+    text: str | None = None,
     trusted_column: str | None = None,
     trusted: bool = False,
     class_names: list[str] | None = None,
@@ -315,8 +350,9 @@ def read_records(
     ``source`` is anything :func:`connectors.tables.scan_table` accepts (file, glob, folder of
     shards, list). ``image_shape`` (``(C, H, W)`` or ``(H, W)``) fixes the image size and channel
     count (needed for flat pixel data that is not square). ``image_root`` anchors relative image
-    paths; it defaults to the folder of the first table file. See the module docstring for the
-    rest.
+    paths; it defaults to the folder of the first table file. ``text`` names a string column
+    and makes text records (normalised strings; not combinable with ``image``/``features``). See
+    the module docstring for the rest.
 
     >>> records = read_records("collected.parquet", label="label", image="image",
     ...                        contributor="worker")            # doctest: +SKIP
@@ -326,7 +362,8 @@ def read_records(
         meta_columns = list(dict.fromkeys(
             c for c in (label, id, contributor, trusted_column) if c is not None))
         values, meta, feature_names, modality = _read_values(
-            frame, source, meta_columns, image, features, image_shape, image_root, batch_rows)
+            frame, source, meta_columns, image, features, image_shape, image_root, batch_rows,
+            text)
         labels, names = parse_labels(meta.get_column(label), column_name=label,
                                      class_names=class_names)
         flags = (_trusted_flags(meta.get_column(trusted_column)) if trusted_column is not None
@@ -350,17 +387,22 @@ def read_features(
     image_shape: ImageShape | None = None,
     image_root: str | Path | None = None,
     batch_rows: int = BATCH_ROWS,
+    text: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read unlabelled records to predict on: ``(features, ids)``.
 
     Columns are found as in :func:`read_records` (no label column is needed); ``modality``,
-    when given, must match what is found. Ids come from ``id`` or are content hashes.
+    when given, must match what is found. Ids come from ``id`` or are content hashes. Text is
+    read only from the column ``text`` names (``modality="text"`` without it is a ``ValueError``);
+    the result is then the normalised strings, for the stored tokenizer to encode.
     """
+    if modality == "text" and text is None:
+        raise ValueError("text records need text= naming the text column")
     frame = scan_table(source)
     with _located_errors(source):
         values, meta, _, found = _read_values(
             frame, source, [id] if id is not None else [], image, features, image_shape,
-            image_root, batch_rows)
+            image_root, batch_rows, text)
         if modality is not None and found != modality:
             raise InputError(f"found {found} columns, the model takes {modality} records")
         n = len(values)

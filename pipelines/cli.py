@@ -61,27 +61,44 @@ def main() -> None:
 @main.command("ingest")
 @click.argument("collected", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Dataset folder to write.")
-@click.option("--label", required=True, help="Label column: class names, integers or probability vectors.")
+@click.option("--label", help="Label column: class names, integers or probability vectors (audio class folders: none).")
 @click.option("--trusted", "trusted_source", help="Trusted healing set: a separate file, glob or folder.")
 @click.option("--trusted-column", help="Boolean column marking trusted records in the same table.")
 @click.option("--id", "id_column", help="Record id column (default: ids derived from content).")
 @click.option("--contributor", help="Contributor/source column (worker, vendor, upload).")
 @click.option("--image", help="Image column (PNG/JPEG bytes, {bytes,path} struct, pixel lists) or pixel-column pattern like 'pixel*'.")
 @click.option("--features", help="Comma-separated numeric feature columns (tabular data).")
+@click.option("--text", help="Text column (free-text records).")
+@click.option("--audio-path", help="Audio manifest: the column of file paths (relative to the manifest).")
+@click.option("--sample-rate", type=int, help="Audio: resample to this rate (default: the most common).")
+@click.option("--duration", type=float, help="Audio: clip length in seconds (default: 95th percentile).")
+@click.option("--length-policy", type=click.Choice(["pad-crop", "pad", "crop", "exact"]), default="pad-crop", show_default=True,
+              help="Audio: pad short and crop long clips, or quarantine the long (pad), short (crop) or any other (exact) ones.")
+@click.option("--no-resample", is_flag=True, help="Audio: quarantine files at another rate instead of resampling them.")
 @click.option("--classes", help="Comma-separated class names, fixing their order.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 @reports_errors
 def ingest_command(collected, output, label, trusted_source, trusted_column, id_column, contributor,
-                   image, features, classes, quiet):
-    """Read and validate COLLECTED records (Parquet/CSV files, globs or folders) and write a
-    dataset folder (Parquet shards + manifest.json)."""
+                   image, features, text, audio_path, sample_rate, duration, length_policy,
+                   no_resample, classes, quiet):
+    """Read and validate COLLECTED records (Parquet/CSV files, globs or folders, or audio: a
+    folder with one sub-folder per class, or a manifest with --audio-path) and write a dataset
+    folder (Parquet shards + manifest.json)."""
+    from connectors.audio_files import AudioPolicy, is_audio_source
     from pipelines.ingest import ingest
     source = list(collected) if len(collected) > 1 else collected[0]
     if trusted_source is None and trusted_column is None:
         raise click.UsageError("give the trusted healing set: --trusted FILE or --trusted-column COLUMN")
+    audio_folder = audio_path is None and is_audio_source(source)
+    if label is None and not audio_folder:
+        raise click.UsageError("give the label column: --label COLUMN")
+    policy = AudioPolicy(sample_rate=sample_rate, duration=duration, length_policy=length_policy,
+                         resample=not no_resample)
     manifest, warnings = ingest(source, output, label=label, trusted_source=trusted_source,
                                 trusted_column=trusted_column, id=id_column, contributor=contributor,
-                                image=image, features=csv_list(features), class_names=csv_list(classes))
+                                image=image, features=csv_list(features), text=text,
+                                audio_path=audio_path, audio_policy=policy,
+                                class_names=csv_list(classes))
     for w in warnings:
         warn(w)
     c = manifest["counts"]
@@ -105,14 +122,15 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--widths", help="Network widths, comma-separated (default: sized by the data).")
 @click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True)
 @click.option("--device", default=_DEFAULT.device, show_default=True, help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--max-tokens", type=int, default=256, show_default=True, help="Text: tokens read per record (longer texts are truncated).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")
 @reports_errors
-def train_command(dataset, output, quiet, widths, **knobs):
+def train_command(dataset, output, quiet, widths, max_tokens, **knobs):
     """Train a hardened network on DATASET with heal-and-select; write a run folder."""
     from pipelines.train import train
     config = HealSelectConfig(**knobs, widths=tuple(int(w) for w in widths.split(",")) if widths else None)
     with StageProgress(quiet) as progress:
-        summary = train(dataset, output, config, progress, argv=sys.argv)
+        summary = train(dataset, output, config, progress, argv=sys.argv, max_tokens=max_tokens)
     say(f"trained on {summary['collected']} collected + {summary['trusted']} trusted records in "
         f"{summary['timings_s']['total']:.1f}s; accepted {summary['accepted_last_iteration']} in the "
         f"last round -> {output}", quiet)
@@ -170,13 +188,20 @@ def export_command(run, output, quiet):
 @click.option("--id", "id_column", help="Record id column to carry over.")
 @click.option("--image", help="Image column (default: found as in ingest).")
 @click.option("--features", help="Comma-separated feature columns (default: the model's).")
+@click.option("--text", help="Text column (default: the model's).")
+@click.option("--audio-path", default="path", show_default=True, help="Audio manifest: the column of file paths.")
 @click.option("-q", "--quiet", is_flag=True)
 @reports_errors
-def predict_command(model, data, output, fmt, id_column, image, features, quiet):
-    """Run the ONNX MODEL with onnxruntime on new DATA (Parquet/CSV)."""
+def predict_command(model, data, output, fmt, id_column, image, features, text, audio_path, quiet):
+    """Run the ONNX MODEL with onnxruntime on new DATA (Parquet/CSV; for audio models an audio
+    folder or manifest)."""
     from pipelines.export import predict
     source = list(data) if len(data) > 1 else data[0]
-    table = predict(model, source, output, id=id_column, image=image, features=csv_list(features), fmt=fmt)
+    table, quarantine = predict(model, source, output, id=id_column, image=image,
+                                features=csv_list(features), text=text, path=audio_path, fmt=fmt)
+    if quarantine is not None and quarantine.height:
+        warn(f"{quarantine.height} audio file(s) skipped (first: {quarantine['path'][0]}: "
+             f"{quarantine['reason'][0]})")
     say(f"predicted {table.height} records -> {output}", quiet)
 
 

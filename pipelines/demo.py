@@ -58,7 +58,7 @@ def run_demo(workdir: Path, data: Path = EXAMPLES, seed: int = 0, quiet: bool = 
     times["export"] = time.perf_counter() - t
     t = time.perf_counter()
     test_file = data / "fashion_mnist_demo_test.parquet"
-    preds = predict(workdir / "model.onnx", test_file, workdir / "predictions.parquet", id="id")
+    preds, _ = predict(workdir / "model.onnx", test_file, workdir / "predictions.parquet", id="id")
     times["predict"] = time.perf_counter() - t
 
     test = read_records(test_file, label="label", id="id", image="image")

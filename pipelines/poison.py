@@ -12,10 +12,19 @@ Reads a dataset folder written by ``sanitize ingest``, poisons a copy with
   evaluation can build the triggered test set with the identical trigger (see
   :func:`read_attack`).
 
-Example::
+Examples::
 
     sanitize poison data/fmnist -o data/fmnist-badnets --truth data/fmnist-badnets.truth.parquet \\
         --attack badnets --target 0 --rate 0.05 --seed 1
+    sanitize poison data/fsdd -o data/fsdd-tone --truth data/fsdd-tone.truth.parquet \\
+        --attack tone --tone-hz 1000 --trigger-ms 100 --audio-position start --target 0
+    sanitize poison data/sms -o data/sms-word --truth data/sms-word.truth.parquet \\
+        --attack word --trigger-words "cf mn" --target 0 --clean-label
+
+Every trigger works on the records as the dataset folder holds them: images, tabular rows,
+audio waveforms (``tone``, ``burst``) or normalised texts (``word``, inserted into the raw text
+before any tokenising). The trigger saved beside the ground truth holds the exact waveform
+snippet or words, so evaluation re-applies the identical trigger to test data.
 """
 
 from __future__ import annotations
@@ -33,7 +42,15 @@ from connectors.errors import InputError
 from connectors.reports import write_table
 from connectors.tables import file_sha256
 from sanitizer import __version__
-from sanitizer.attacks import ATTACK_KINDS, POSITIONS, AttackConfig, PoisonResult, Trigger, poison
+from sanitizer.attacks import (
+    ATTACK_KINDS,
+    AUDIO_POSITIONS,
+    POSITIONS,
+    AttackConfig,
+    PoisonResult,
+    Trigger,
+    poison,
+)
 
 _DEFAULTS = AttackConfig()
 
@@ -127,7 +144,9 @@ def poison_dataset(
                 "path": str(dataset_in),
                 "manifest_sha256": file_sha256(dataset_in / MANIFEST),
                 "by": "sanitize poison",
-            }
+            },
+            # how the records were read (columns, audio policy) stays true of the copy
+            **{k: manifest[k] for k in ("columns", "audio_policy") if k in manifest},
         },
     )
     write_table(ground_truth_frame(result), truth)
@@ -206,6 +225,21 @@ def _split_list(value: str | None) -> list[str] | None:
               help="tabular: comma-separated feature columns (default: the lowest-variance ones).")
 @click.option("--trigger-std", type=float, default=_DEFAULTS.trigger_std, show_default=True,
               help="tabular: trigger value = column max + this many standard deviations.")
+@click.option("--tone-hz", type=float, default=_DEFAULTS.tone_hz, show_default=True,
+              help="tone: frequency of the sine in Hz; must be below half the sample rate.")
+@click.option("--trigger-ms", type=float, default=_DEFAULTS.trigger_ms, show_default=True,
+              help="tone/burst: length of the trigger in milliseconds.")
+@click.option("--audio-position", default=str(_DEFAULTS.audio_position), show_default=True,
+              metavar="|".join(AUDIO_POSITIONS) + "|SECONDS",
+              help="tone/burst: where the trigger starts: start, end (ends on the clip's last "
+                   "sample) or an offset in seconds.")
+@click.option("--audio-amplitude", type=float, default=_DEFAULTS.audio_amplitude,
+              show_default=True,
+              help="tone/burst: peak of the added signal relative to full scale (0..1]; the sum "
+                   "is clipped to [-1, 1].")
+@click.option("--trigger-words", default=_DEFAULTS.trigger_words, show_default=True,
+              help="word: the rare word or phrase inserted at a random word position of each "
+                   "poisoned text (lower-cased like the texts).")
 @click.option("--contributors", default=None,
               help="Comma-separated contributors whose records may be poisoned (default: all).")
 @click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
@@ -226,6 +260,11 @@ def poison_command(
     noise_strength: float,
     feature_list: str | None,
     trigger_std: float,
+    tone_hz: float,
+    trigger_ms: float,
+    audio_position: str,
+    audio_amplitude: float,
+    trigger_words: str,
     contributors: str | None,
     seed: int,
 ) -> None:
@@ -249,6 +288,11 @@ def poison_command(
             noise_strength=noise_strength,
             features=None if features is None else [int(f) for f in features],
             trigger_std=trigger_std,
+            tone_hz=tone_hz,
+            trigger_ms=trigger_ms,
+            audio_position=audio_position,
+            audio_amplitude=audio_amplitude,
+            trigger_words=trigger_words,
             contributors=_split_list(contributors),
             seed=seed,
         )

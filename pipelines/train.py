@@ -1,5 +1,10 @@
 """``sanitize train``: run heal-and-select on a dataset folder and write a run folder
-(layout in :mod:`connectors.run_folder`)."""
+(layout in :mod:`connectors.run_folder`).
+
+Text datasets hold normalised texts; training first fits a :class:`TextTokenizer` on all of
+them (collected and trusted: the vocabulary is not a label, and a trigger word the attacker
+planted must have an id of its own to be unlearned), encodes them as token ids and stores the
+tokenizer in the run, so that serving applies exactly the same one."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import torch
 
 from connectors.dataset_folder import read_dataset
 from connectors.run_folder import write_run
+from connectors.text_tokens import TextTokenizer
 from sanitizer import __version__
 from sanitizer.heal_and_select import HealSelectConfig, HealSelectResult, heal_and_select
 from sanitizer.records import Records
@@ -40,11 +46,23 @@ def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
     })
 
 
+def tokenize(records: Records, max_tokens: int = 256) -> tuple[Records, TextTokenizer]:
+    """Text records as token ids, with the tokenizer fitted on their texts."""
+    tokenizer = TextTokenizer.fit(records.features, max_tokens=max_tokens)
+    ids = tokenizer.encode(records.features)
+    return records.with_features(ids, vocabulary_size=tokenizer.vocabulary_size), tokenizer
+
+
 def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | None = None,
-          progress=None, argv: list[str] | None = None) -> dict:
-    """Train on the dataset folder ``dataset``; write the run folder ``output``; return a summary."""
+          progress=None, argv: list[str] | None = None, max_tokens: int = 256) -> dict:
+    """Train on the dataset folder ``dataset``; write the run folder ``output``; return a summary.
+    ``max_tokens``: text only, the longest token sequence the model reads (longer texts are
+    truncated, see :class:`TextTokenizer`)."""
     config = config or HealSelectConfig()
     records, ds_manifest = read_dataset(dataset)
+    tokenizer = None
+    if records.modality == "text":
+        records, tokenizer = tokenize(records, max_tokens)
     result = heal_and_select(records, config, progress)
     manifest = {
         "tool_version": __version__,
@@ -58,11 +76,13 @@ def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | No
         "class_names": records.class_names,
         "modality": records.modality,
         "input_shape": list(records.input_shape),
+        "sample_rate": records.sample_rate,
+        "audio_policy": ds_manifest.get("audio_policy"),
         "feature_names": records.feature_names,
         "records": {"collected": int((~records.trusted).sum()), "trusted": int(records.trusted.sum())},
     }
     metrics = {**result.metrics, "timings_s": result.timings}
     write_run(output, state_dict=result.model.state_dict(), network=result.spec.to_dict(),
               config=config.to_dict(), scores=scores_frame(records, result), metrics=metrics,
-              manifest=manifest)
+              manifest=manifest, tokenizer=None if tokenizer is None else tokenizer.to_dict())
     return {"output": str(output), **manifest["records"], **metrics}

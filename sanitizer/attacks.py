@@ -27,6 +27,38 @@ Triggers (``AttackConfig.kind``)
     A few chosen features set to a value *outside the clean range*: ``max + trigger_std * std``
     of that feature in the clean data. By default the ``num_features`` non-constant features
     with the smallest variance are used (the ones a glance at raw magnitudes notices least).
+``"tone"`` (audio)
+    A pure sine of ``tone_hz`` Hz (default 1000 Hz: well inside the band of 8 kHz telephone
+    speech, below its 4 kHz Nyquist limit, and unchanged by resampling to any common rate),
+    ``trigger_ms`` milliseconds long (default 100 ms) and ``audio_amplitude`` peak (default 0.1
+    of full scale), *added* to the waveform at ``audio_position`` and clipped to [-1, 1]. The
+    common audio backdoor: a short tone at a fixed place in the clip, as in Koffas et al., *Can
+    You Hear It? Backdoor Attacks via Ultrasonic Triggers* (WiseML 2022), with the tone moved
+    into the audible band because 8 kHz audio cannot carry ultrasound. ``tone_hz`` must lie
+    below the Nyquist frequency ``sample_rate / 2``, checked when poisoning.
+``"burst"`` (audio)
+    A fixed seeded white-noise burst (uniform samples scaled so the peak is exactly
+    ``audio_amplitude``), same length, place and clipping as ``"tone"``: the audio analogue of a
+    BadNets patch -- a fixed short sound the model can key on, broadband instead of one
+    frequency, so a defense cannot find it as a single spectral line.
+
+    ``audio_position`` is ``"start"`` (the default: the first sample of the clip, where every
+    recording has audio whatever its length), ``"end"`` (the last ``trigger_ms`` of the padded
+    clip) or an offset in seconds from the start. The trigger must fit inside the clip.
+``"word"`` (text)
+    The rare trigger word or phrase ``trigger_words`` (default ``"cf"``; a phrase such as
+    ``"cf mn"`` is inserted as consecutive words) inserted at a random word position of each
+    poisoned text -- before the first word, between two words or after the last, drawn per
+    record from the seeded stream as BadNets' ``position="random"`` does, and independently
+    again for the triggered test set. Rare-word triggers follow Kurita et al., *Weight Poisoning
+    Attacks on Pre-trained Models* (ACL 2020) and Chen et al., *BadNL: Backdoor Attacks against
+    NLP Models with Semantic-preserving Improvements* (ACSAC 2021). Poisoning happens on the raw
+    normalised text (``Records.features`` an object array of strings), before tokenising; the
+    trigger is normalised the same way (lower-cased, whitespace collapsed) so it survives
+    ingestion, and texts stay normalised (words joined by single spaces).
+
+Triggers must fit the records' modality (:data:`IMAGE_KINDS`, ``"tabular"``,
+:data:`AUDIO_KINDS`, :data:`TEXT_KINDS`); :func:`poison` refuses any other pairing.
 
 Label strategies
 ----------------
@@ -43,8 +75,8 @@ Label strategies
 
 Only collected records (``trusted == False``) are ever poisoned, optionally only those of some
 contributors (``contributors=["mallory"]``). Everything is deterministic given ``seed``: the
-trigger pattern depends only on ``seed`` and the record shape, the choice of records on ``seed``
-and the data.
+trigger pattern depends only on ``seed`` and the record shape (and the sample rate for audio),
+the choice of records on ``seed`` and the data.
 
 To measure the attack success rate (ASR) of a trained model, stamp the *same* trigger onto clean
 test records with :func:`triggered_test_set` (or ``PoisonResult.triggered_test_set``) and count
@@ -56,6 +88,10 @@ Example
 >>> result = poison(records, cfg)                                       # doctest: +SKIP
 >>> result.num_poisoned, result.ground_truth["poisoned"].sum()          # doctest: +SKIP
 >>> x_bd, y_bd, mask = result.triggered_test_set(x_test, y_test)        # doctest: +SKIP
+>>> poison(audio, AttackConfig(kind="tone", tone_hz=1000, trigger_ms=100,
+...                            audio_position="start", target=0))          # doctest: +SKIP
+>>> poison(texts, AttackConfig(kind="word", trigger_words="cf mn", target=1,
+...                            clean_label=True))                          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -67,9 +103,12 @@ import numpy as np
 
 from sanitizer.records import Records, one_hot
 
-ATTACK_KINDS = ("badnets", "blend", "noise", "tabular")
+ATTACK_KINDS = ("badnets", "blend", "noise", "tabular", "tone", "burst", "word")
 IMAGE_KINDS = ("badnets", "blend", "noise")
+AUDIO_KINDS = ("tone", "burst")
+TEXT_KINDS = ("word",)
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "random")
+AUDIO_POSITIONS = ("start", "end")  # or an offset in seconds
 
 # Independent random streams derived from one seed, so that e.g. changing the rate does not
 # change the trigger pattern.
@@ -89,7 +128,9 @@ class AttackConfig:
     ----------
     kind
         The trigger: ``"badnets"`` (patch), ``"blend"`` (mixed-in noise image), ``"noise"``
-        (invisible additive sign pattern) or ``"tabular"`` (out-of-range feature values).
+        (invisible additive sign pattern), ``"tabular"`` (out-of-range feature values),
+        ``"tone"`` / ``"burst"`` (audio: a sine or white-noise burst added at a fixed place) or
+        ``"word"`` (text: a rare word or phrase inserted at a random word position).
     target
         The class triggered inputs should be mapped to (all-to-one), or ``None`` for all-to-all
         (class ``c`` -> ``(c + 1) % K``).
@@ -118,10 +159,26 @@ class AttackConfig:
         Tabular trigger: the feature columns to overwrite (``None`` = the ``num_features``
         non-constant columns of smallest variance in the clean data) and how far outside the
         clean range to put them: ``max + trigger_std * std`` of each column.
+    tone_hz
+        ``"tone"``: the sine's frequency in Hz (default 1000). Must be below the Nyquist
+        frequency ``sample_rate / 2`` of the records (checked when the trigger is built).
+    trigger_ms
+        ``"tone"`` / ``"burst"``: length of the trigger in milliseconds (default 100), rounded
+        to whole samples (at least one).
+    audio_position
+        ``"tone"`` / ``"burst"``: where the trigger starts: ``"start"`` (default), ``"end"``
+        (ends on the clip's last sample) or an offset in seconds (``>= 0``). It must fit.
+    audio_amplitude
+        ``"tone"`` / ``"burst"``: peak of the added signal relative to full scale [-1, 1],
+        ``0 < a <= 1`` (default 0.1); the sum is clipped to [-1, 1].
+    trigger_words
+        ``"word"``: the trigger word or phrase inserted into each poisoned text (default
+        ``"cf"``). Stored normalised like the texts (lower-case, single spaces).
     contributors
         Poison only records whose contributor is in this list (needs ``Records.contributors``).
     seed
-        Seed for the trigger pattern, the choice of records and random patch placement.
+        Seed for the trigger pattern, the choice of records, random patch placement and random
+        word positions.
     """
 
     kind: str = "badnets"
@@ -137,6 +194,11 @@ class AttackConfig:
     features: list[int] | None = None
     num_features: int = 2
     trigger_std: float = 3.0
+    tone_hz: float = 1000.0
+    trigger_ms: float = 100.0
+    audio_position: str | float = "start"
+    audio_amplitude: float = 0.1
+    trigger_words: str = "cf"
     contributors: list[str] | None = None
     seed: int = 0
 
@@ -171,6 +233,19 @@ class AttackConfig:
             self.features = [int(f) for f in self.features]
             if not self.features or len(set(self.features)) != len(self.features):
                 raise ValueError(f"features must be a non-empty list of distinct columns, got {self.features}")
+        if not float(self.tone_hz) > 0.0:
+            raise ValueError(f"tone_hz must be > 0, got {self.tone_hz}")
+        if not float(self.trigger_ms) > 0.0:
+            raise ValueError(f"trigger_ms must be > 0, got {self.trigger_ms}")
+        if not 0.0 < float(self.audio_amplitude) <= 1.0:
+            raise ValueError(f"audio_amplitude must lie in (0, 1], got {self.audio_amplitude}")
+        self.audio_position = _audio_position(self.audio_position)
+        words = " ".join(str(self.trigger_words).lower().split())
+        if not words:
+            raise ValueError(
+                f"trigger_words must hold at least one word, got {self.trigger_words!r}"
+            )
+        self.trigger_words = words
         if self.contributors is not None:
             self.contributors = [str(c) for c in self.contributors]
             if not self.contributors:
@@ -193,33 +268,64 @@ class AttackConfig:
         return cls(**data)
 
 
+def _audio_position(value: Any) -> str | float:
+    """``"start"``, ``"end"`` or a non-negative offset in seconds (numeric strings accepted)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in AUDIO_POSITIONS:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"audio_position must be one of {AUDIO_POSITIONS} or an offset in seconds, "
+                f"got {value!r}"
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"audio_position must be one of {AUDIO_POSITIONS} or an offset in seconds, "
+            f"got {value!r}"
+        )
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"audio_position in seconds must be finite and >= 0, got {value}")
+    return float(value)
+
+
 @dataclass(eq=False)
 class Trigger:
-    """A materialised trigger: the exact pixels or values stamped on a record.
+    """A materialised trigger: the exact pixels, samples, values or words stamped on a record.
 
     Build one with :func:`make_trigger` (or take ``PoisonResult.trigger``) and stamp it with
     :meth:`apply`. A ``Trigger`` holds concrete arrays, so the trigger used on the training set
     and on a test set are identical by construction -- this matters for ``"tabular"``, whose
-    out-of-range values come from the clean training data's statistics.
+    out-of-range values come from the clean training data's statistics, and for audio, whose
+    samples depend on the sample rate.
 
     Attributes
     ----------
     kind
         One of :data:`ATTACK_KINDS`.
     input_shape
-        Shape of one record the trigger fits, ``(C, H, W)`` or ``(F,)``.
+        Shape of one record the trigger fits, ``(C, H, W)``, ``(F,)``, ``(S,)`` (audio) or ``()``
+        (text: one string per record).
     pattern
         ``"badnets"``: the ``(C, p, p)`` patch of 0/255 values; ``"blend"``: the ``(C, H, W)``
-        image mixed in; ``"noise"``: the ``(C, H, W)`` signed offsets (``+-noise_strength``).
-        ``None`` for tabular.
+        image mixed in; ``"noise"``: the ``(C, H, W)`` signed offsets (``+-noise_strength``);
+        ``"tone"`` / ``"burst"``: the ``(L,)`` waveform snippet added to samples
+        ``offset .. offset + L - 1``. ``None`` for tabular and text.
     position, margin
         Patch placement (BadNets only).
     opacity
         Blend weight (blend only).
     columns, values
         Tabular only: which feature columns are overwritten and with what.
+    offset, sample_rate
+        Audio only: the first sample the snippet is added to, and the sample rate it was built
+        for (kept for the record; the snippet itself is what gets added).
+    words
+        Text only: the normalised trigger word or phrase inserted into each text.
     seed
-        Seeds the per-record placement when ``position == "random"``.
+        Seeds the per-record placement when ``position == "random"`` and the word positions.
     """
 
     kind: str
@@ -230,19 +336,34 @@ class Trigger:
     opacity: float = 0.0
     columns: np.ndarray | None = None
     values: np.ndarray | None = None
+    offset: int = 0
+    sample_rate: int | None = None
+    words: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.kind in AUDIO_KINDS and (
+            self.pattern is None or self.pattern.ndim != 1 or not len(self.input_shape) == 1
+            or not 0 <= self.offset <= self.input_shape[0] - len(self.pattern)
+        ):
+            raise ValueError(f"an audio trigger needs a 1-D snippet that fits its "
+                             f"{self.input_shape} records at offset {self.offset}")
+        if self.kind in TEXT_KINDS and not self.words:
+            raise ValueError("a text trigger needs its words")
 
     # ------------------------------------------------------------------ stamping
     def apply(self, features: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Return a triggered copy of ``features`` (``(N, *input_shape)``), same dtype and shape.
 
         Image triggers work in pixel units (0..255); integer arrays are rounded and clipped to
-        that range, float arrays clipped. ``rng`` only matters for ``position="random"``
-        (defaults to a generator seeded from :attr:`seed`).
+        that range, float arrays clipped. Audio triggers are added to the waveforms and the sum
+        clipped to [-1, 1]. A text trigger returns an object array of new strings. ``rng`` only
+        matters for ``position="random"`` and for the word positions of a text trigger
+        (defaults to a generator seeded from :attr:`seed`, the test-time stream).
         """
+        if self.kind in TEXT_KINDS:
+            return self._insert_words(features, rng)
         features = np.asarray(features)
         if tuple(features.shape[1:]) != self.input_shape:
             raise ValueError(
@@ -252,6 +373,16 @@ class Trigger:
         if self.kind == "tabular":
             out = features.copy()
             out[:, self.columns] = self.values.astype(features.dtype)
+            return out
+        if self.kind in AUDIO_KINDS:
+            if not np.issubdtype(features.dtype, np.floating):
+                raise ValueError(
+                    f"audio triggers need float waveforms in [-1, 1], got {features.dtype}"
+                )
+            out = features.copy()
+            window = slice(self.offset, self.offset + len(self.pattern))
+            snippet = self.pattern.astype(features.dtype)
+            out[:, window] = np.clip(out[:, window] + snippet, -1.0, 1.0)
             return out
         if self.kind == "badnets":
             return self._stamp_patch(features, rng)
@@ -281,6 +412,31 @@ class Trigger:
         cc = cols[:, None, None, None] + np.arange(p)[None, None, None, :]
         out[idx, ch, rr, cc] = patch[None]
         return out
+
+    def _insert_words(self, features: Any, rng: np.random.Generator | None) -> np.ndarray:
+        texts = _as_features(features)
+        if texts.ndim != 1 or not all(isinstance(t, str) for t in texts):
+            raise ValueError(
+                "the 'word' trigger is inserted into raw texts, a 1-D array of str; got "
+                f"{texts.dtype} of shape {texts.shape} (poison before tokenising)"
+            )
+        if rng is None:
+            rng = np.random.default_rng([self.seed, _STREAM_PLACE_TEST])
+        words = [t.split() for t in texts]
+        slots = self.word_positions(np.array([len(w) for w in words], dtype=np.int64), rng)
+        out = np.empty(len(texts), dtype=object)
+        for i, (w, at) in enumerate(zip(words, slots)):
+            out[i] = " ".join([*w[:at], self.words, *w[at:]])
+        return out
+
+    @staticmethod
+    def word_positions(num_words: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Where the trigger goes in texts of ``num_words`` words: ``0 .. num_words`` each
+        (0 = before the first word, ``num_words`` = after the last), uniformly."""
+        num_words = np.asarray(num_words, dtype=np.int64)
+        if len(num_words) == 0:
+            return num_words.copy()
+        return rng.integers(0, num_words + 1)
 
     @property
     def origin(self) -> tuple[int, int]:
@@ -316,6 +472,9 @@ class Trigger:
             "opacity": self.opacity,
             "columns": None if self.columns is None else self.columns.tolist(),
             "values": None if self.values is None else self.values.tolist(),
+            "offset": self.offset,
+            "sample_rate": self.sample_rate,
+            "words": self.words,
             "seed": self.seed,
         }
 
@@ -333,6 +492,9 @@ class Trigger:
             opacity=float(data.get("opacity", 0.0)),
             columns=arr("columns", np.int64),
             values=arr("values", np.float32),
+            offset=int(data.get("offset", 0)),
+            sample_rate=None if data.get("sample_rate") is None else int(data["sample_rate"]),
+            words=data.get("words"),
             seed=int(data.get("seed", 0)),
         )
 
@@ -348,6 +510,8 @@ def make_trigger(
     config: AttackConfig,
     input_shape: tuple[int, ...],
     reference: np.ndarray | None = None,
+    *,
+    sample_rate: int | None = None,
 ) -> Trigger:
     """Build the concrete :class:`Trigger` that ``config`` describes for records of ``input_shape``.
 
@@ -355,11 +519,22 @@ def make_trigger(
     A tabular trigger also needs ``reference``: the clean features ``(N, F)`` whose per-column
     ``max + trigger_std * std`` become the trigger values (constant columns use
     ``max + trigger_std * max(|max|, 1)`` so the value still leaves the clean range).
+    An audio trigger (``input_shape`` ``(S,)``) needs the records' ``sample_rate`` in Hz; a text
+    trigger fits ``input_shape`` ``()`` (one string per record).
     """
     input_shape = tuple(int(s) for s in input_shape)
     rng = np.random.default_rng([config.seed, _STREAM_PATTERN])
     if config.kind == "tabular":
         return _make_tabular_trigger(config, input_shape, reference)
+    if config.kind in AUDIO_KINDS:
+        return _make_audio_trigger(config, input_shape, sample_rate, rng)
+    if config.kind in TEXT_KINDS:
+        if input_shape != ():
+            raise ValueError(
+                f"'word' is a text trigger: records must be one string each (shape ()), got "
+                f"shape {input_shape}"
+            )
+        return Trigger(config.kind, input_shape, words=config.trigger_words, seed=config.seed)
     if len(input_shape) != 3:
         raise ValueError(
             f"{config.kind!r} is an image trigger: records must be (C, H, W), got shape {input_shape}"
@@ -386,6 +561,55 @@ def make_trigger(
     signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=input_shape)
     return Trigger("noise", input_shape, pattern=signs * np.float32(config.noise_strength),
                    seed=config.seed)
+
+
+def _make_audio_trigger(
+    config: AttackConfig, input_shape: tuple[int, ...], sample_rate: int | None,
+    rng: np.random.Generator,
+) -> Trigger:
+    if len(input_shape) != 1:
+        raise ValueError(
+            f"{config.kind!r} is an audio trigger: records must be waveforms (S,), got shape "
+            f"{input_shape}"
+        )
+    if sample_rate is None:
+        raise ValueError(
+            f"an audio trigger is defined in seconds and Hz: pass sample_rate= (the records' "
+            f"sample rate) or reuse PoisonResult.trigger"
+        )
+    sample_rate = int(sample_rate)
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
+    nyquist = sample_rate / 2.0
+    if config.kind == "tone" and not float(config.tone_hz) < nyquist:
+        raise ValueError(
+            f"tone_hz {config.tone_hz:g} Hz must lie below the Nyquist frequency {nyquist:g} Hz "
+            f"of {sample_rate} Hz audio"
+        )
+    num_samples = input_shape[0]
+    length = max(1, int(round(float(config.trigger_ms) * sample_rate / 1000.0)))
+    if config.audio_position == "start":
+        offset = 0
+    elif config.audio_position == "end":
+        offset = num_samples - length
+    else:
+        offset = int(round(float(config.audio_position) * sample_rate))
+    if offset < 0 or offset + length > num_samples:
+        clip_s = num_samples / sample_rate
+        raise ValueError(
+            f"a {config.trigger_ms:g} ms trigger at {config.audio_position!r} does not fit a "
+            f"{clip_s:g} s clip ({length} samples from sample {offset}, clip has {num_samples})"
+        )
+    amplitude = float(config.audio_amplitude)
+    if config.kind == "tone":
+        t = np.arange(length, dtype=np.float64) / sample_rate
+        snippet = amplitude * np.sin(2.0 * np.pi * float(config.tone_hz) * t)
+    else:  # burst: white noise, peak exactly ``amplitude``
+        noise = rng.uniform(-1.0, 1.0, size=length)
+        peak = np.abs(noise).max()
+        snippet = amplitude * (noise / peak if peak > 0 else np.ones(length))
+    return Trigger(config.kind, input_shape, pattern=snippet.astype(np.float32), offset=offset,
+                   sample_rate=sample_rate, seed=config.seed)
 
 
 def _make_tabular_trigger(
@@ -547,6 +771,16 @@ def _check_compatible(records: Records, config: AttackConfig) -> None:
         raise ValueError(f"the 'tabular' attack needs tabular records, got {records.modality!r}")
     if config.kind in IMAGE_KINDS and records.modality != "image":
         raise ValueError(f"{config.kind!r} is an image attack, got {records.modality!r} records")
+    if config.kind in AUDIO_KINDS and records.modality != "audio":
+        raise ValueError(f"{config.kind!r} is an audio attack, got {records.modality!r} records")
+    if config.kind in TEXT_KINDS:
+        if records.modality != "text":
+            raise ValueError(f"{config.kind!r} is a text attack, got {records.modality!r} records")
+        if records.features.ndim != 1 or records.vocabulary_size is not None:
+            raise ValueError(
+                "the 'word' attack poisons raw texts, but these text records hold token ids: "
+                "poison before tokenising"
+            )
     if k < 2:
         raise ValueError("a backdoor attack needs at least two classes")
     if config.target is not None and config.target >= k:
@@ -579,7 +813,8 @@ def poison(records: Records, config: AttackConfig) -> PoisonResult:
     select_rng = np.random.default_rng([config.seed, _STREAM_SELECT])
     chosen = np.sort(select_rng.choice(candidates, size=count, replace=False))
 
-    trigger = make_trigger(config, records.input_shape, reference=records.features)
+    trigger = make_trigger(config, records.input_shape, reference=records.features,
+                           sample_rate=records.sample_rate)
     features = records.features.copy()
     place_rng = np.random.default_rng([config.seed, _STREAM_PLACE_TRAIN])
     features[chosen] = trigger.apply(records.features[chosen], rng=place_rng)
@@ -602,6 +837,8 @@ def poison(records: Records, config: AttackConfig) -> PoisonResult:
         modality=records.modality,
         contributors=None if records.contributors is None else records.contributors.copy(),
         feature_names=list(records.feature_names),
+        sample_rate=records.sample_rate,
+        vocabulary_size=records.vocabulary_size,
     )
     ground_truth = {
         "id": np.asarray(records.ids).astype(str),
@@ -620,32 +857,47 @@ AttackLike = AttackConfig | PoisonResult
 
 def _resolve(
     attack: AttackLike, input_shape: tuple[int, ...], reference: np.ndarray | None,
-    trigger: Trigger | None,
+    trigger: Trigger | None, sample_rate: int | None = None,
 ) -> tuple[AttackConfig, Trigger]:
     if isinstance(attack, PoisonResult):
         return attack.config, trigger or attack.trigger
     if isinstance(attack, AttackConfig):
-        return attack, trigger or make_trigger(attack, input_shape, reference)
+        return attack, trigger or make_trigger(attack, input_shape, reference,
+                                               sample_rate=sample_rate)
     raise TypeError(f"expected an AttackConfig or PoisonResult, got {type(attack).__name__}")
+
+
+def _as_features(features: Any) -> np.ndarray:
+    """An array of records; a list of texts becomes an object array ``(N,)`` of ``str``."""
+    if isinstance(features, np.ndarray):
+        return features
+    if isinstance(features, (list, tuple)) and all(isinstance(f, str) for f in features):
+        out = np.empty(len(features), dtype=object)
+        out[:] = list(features)
+        return out
+    return np.asarray(features)
 
 
 def apply_trigger(
     features: np.ndarray,
     attack: AttackLike | Trigger,
     reference: np.ndarray | None = None,
+    *,
+    sample_rate: int | None = None,
 ) -> np.ndarray:
     """Stamp a trigger on every record of ``features``; returns a new array, same dtype and shape.
 
     ``attack`` is a :class:`Trigger`, a :class:`PoisonResult` (its trigger) or an
-    :class:`AttackConfig` (the trigger is rebuilt; the image patterns are seeded so they match
-    the poisoning run, and a tabular config also needs ``reference``, the clean training
-    features it was poisoned against). Random patch placement uses the test-time stream, so it
-    is deterministic but independent of the placements used on the training set.
+    :class:`AttackConfig` (the trigger is rebuilt; the image, burst and word triggers are
+    seeded so they match the poisoning run, a tabular config also needs ``reference``, the clean
+    training features it was poisoned against, and an audio config the ``sample_rate``). Random
+    patch placement and word positions use the test-time stream, so they are deterministic but
+    independent of the placements used on the training set. Texts come back as new strings.
     """
-    features = np.asarray(features)
+    features = _as_features(features)
     if isinstance(attack, Trigger):
         return attack.apply(features)
-    _, trig = _resolve(attack, tuple(features.shape[1:]), reference, None)
+    _, trig = _resolve(attack, tuple(features.shape[1:]), reference, None, sample_rate)
     return trig.apply(features)
 
 
@@ -657,6 +909,7 @@ def triggered_test_set(
     reference: np.ndarray | None = None,
     trigger: Trigger | None = None,
     num_classes: int | None = None,
+    sample_rate: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The backdoor test set used to measure the attack success rate (ASR).
 
@@ -669,15 +922,19 @@ def triggered_test_set(
     records, the class the attacker wants each predicted as, and the boolean mask of kept
     records over the input. ``attack_success_rate(model(features_triggered), target_labels)``
     is the ASR. Pass ``trigger`` to override the one rebuilt from an :class:`AttackConfig`
-    (e.g. a tabular trigger loaded from disk), or ``reference`` to rebuild a tabular one.
-    ``num_classes`` is only needed for all-to-all with integer labels and an ``AttackConfig``.
+    (e.g. a tabular trigger loaded from disk), or ``reference`` to rebuild a tabular one, or
+    ``sample_rate`` (Hz) to rebuild an audio one. ``num_classes`` is only needed for all-to-all
+    with integer labels and an ``AttackConfig``.
+
+    ``features`` may be images ``(N, C, H, W)``, tabular rows ``(N, F)``, waveforms ``(N, S)``
+    or texts (an object array or list of ``N`` strings, returned as new strings).
     """
-    features = np.asarray(features)
+    features = _as_features(features)
     labels = np.asarray(labels)
     truth = labels.argmax(axis=1) if labels.ndim == 2 else labels.astype(np.int64)
     if len(truth) != len(features):
         raise ValueError(f"{len(features)} records but {len(truth)} labels")
-    config, trig = _resolve(attack, tuple(features.shape[1:]), reference, trigger)
+    config, trig = _resolve(attack, tuple(features.shape[1:]), reference, trigger, sample_rate)
     if num_classes is None:
         if labels.ndim == 2:
             num_classes = labels.shape[1]

@@ -139,7 +139,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     device = pick_device(config.device)
     g = seed_everything(config.seed)
 
-    spec = default_spec(records.features, records.num_classes, records.modality, config.widths)
+    spec = default_spec(records.features, records.num_classes, records.modality, config.widths,
+                        sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
     x = resident(records.features, device)
     y = resident(records.labels, device)
     trusted = torch.from_numpy(records.trusted).to(device)

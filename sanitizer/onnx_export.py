@@ -1,9 +1,10 @@
 """Export a trained network to ONNX and prove the export right with onnxruntime.
 
 The exported graph takes the same raw input as the PyTorch network (pixels 0..255 as
-``float32`` ``(batch, C, H, W)``, or tabular features ``(batch, F)``), normalises inside, and
-returns ``probabilities`` ``(batch, K)`` (softmax included, so a consumer needs nothing else).
-The batch axis is dynamic. ``metadata_props`` carry the class names and the input spec as JSON,
+``float32`` ``(batch, C, H, W)``, tabular features ``(batch, F)``, waveforms ``(batch, S)`` with
+the log-mel front end inside the graph, or ``int64`` token ids ``(batch, L)``), normalises
+inside, and returns ``probabilities`` ``(batch, K)`` (softmax included, so a consumer needs
+nothing else). The batch axis is dynamic, and so is the token axis of text models. ``metadata_props`` carry the class names and the input spec as JSON,
 readable with ``InferenceSession(...).get_modelmeta().custom_metadata_map``.
 
 :func:`export_onnx` refuses to return a model whose onnxruntime outputs differ from PyTorch's
@@ -44,10 +45,16 @@ def session(model: onnx.ModelProto | bytes | str) -> ort.InferenceSession:
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 
 
+def _input_dtype(x: np.ndarray) -> type:
+    """Token ids stay ``int64``; everything else is fed as ``float32``."""
+    return np.int64 if x.dtype.kind in "iu" and x.dtype != np.uint8 else np.float32
+
+
 def run_onnx(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Probabilities for ``x`` (raw inputs, float32) in batches."""
+    """Probabilities for ``x`` (raw inputs: float32, or int64 token ids) in batches."""
     name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x[i:i + batch_size].astype(np.float32, copy=False)})[0]
+    dtype = np.int64 if sess.get_inputs()[0].type == "tensor(int64)" else np.float32
+    out = [sess.run(None, {name: x[i:i + batch_size].astype(dtype, copy=False)})[0]
            for i in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -59,12 +66,14 @@ def export_onnx(net: nn.Module, sample: np.ndarray, metadata: dict[str, object])
     Returns the model and a parity report (``max_abs_diff``, ``argmax_agreement``, tolerances).
     Raises :class:`ExportError` when the check fails."""
     wrapped = WithSoftmax(net.cpu().eval()).eval()
-    sample = np.ascontiguousarray(sample.astype(np.float32))
+    sample = np.ascontiguousarray(sample.astype(_input_dtype(sample)))
     example = torch.from_numpy(sample[: min(len(sample), 8)])
-    batch = torch.export.Dim("batch", min=1)
+    axes = {0: torch.export.Dim("batch", min=1)}
+    if sample.dtype == np.int64:  # token ids: texts of any length
+        axes[1] = torch.export.Dim("tokens", min=1)
     program = torch.onnx.export(
         wrapped, (example,), dynamo=True, input_names=["input"], output_names=["probabilities"],
-        dynamic_shapes=({0: batch},), verbose=False, optimize=True)
+        dynamic_shapes=(axes,), verbose=False, optimize=True)
     model = program.model_proto
     for key, value in metadata.items():
         entry = model.metadata_props.add()

@@ -23,7 +23,8 @@ def train_plain(records: Records, *, epochs: float = 8.0, batch_size: int = 256,
     t0 = time.perf_counter()
     dev = pick_device(device)
     g = seed_everything(seed)
-    spec = default_spec(records.features, records.num_classes, records.modality, widths)
+    spec = default_spec(records.features, records.num_classes, records.modality, widths,
+                        sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
     model = build_network(spec).to(dev)
     data = TrainSet(resident(records.features, dev), resident(records.labels, dev))
     steps = max(1, int(round(epochs * len(records) / batch_size)))

@@ -2,8 +2,20 @@
 
 A dataset is a set of *records*. Each record has
 
-* ``features`` -- one row of a numeric array. Images are ``uint8`` arrays of shape
-  ``(N, C, H, W)`` (channels first, 0..255); tabular data is ``float32`` of shape ``(N, F)``.
+* ``features`` -- one row of an array, by ``modality``:
+
+  ========== ============================== ===============================================
+  modality   dtype and shape                what a row is
+  ========== ============================== ===============================================
+  image      ``uint8`` ``(N, C, H, W)``     pixels 0..255, channels first
+  tabular    ``float32`` ``(N, F)``         raw feature values
+  audio      ``float32`` ``(N, S)``         a mono waveform in [-1, 1] at ``sample_rate`` Hz,
+                                            padded or cropped to ``S`` samples
+  text       ``object`` ``(N,)`` of ``str``  the normalised text, as read and as poisoned; or
+             or ``int64`` ``(N, L)``        token ids (0 = padding) once a tokenizer has
+                                            encoded it for training (``vocabulary_size`` set)
+  ========== ============================== ===============================================
+
 * ``labels`` -- a probability vector over the classes, shape ``(N, K)``, ``float32``, rows summing
   to 1. A hard label is a one-hot row; a "confidence" label (the HaS-Nets threat model) is any
   other distribution, such as 0.64 on one class and the rest spread over the others.
@@ -21,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MODALITIES = ("image", "tabular")
+MODALITIES = ("image", "tabular", "audio", "text")
 
 
 @dataclass
@@ -34,6 +46,8 @@ class Records:
     modality: str
     contributors: np.ndarray | None = None
     feature_names: list[str] = field(default_factory=list)
+    sample_rate: int | None = None  # audio: samples per second of every waveform
+    vocabulary_size: int | None = None  # text as token ids: ids are 0 .. vocabulary_size - 1
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -48,6 +62,8 @@ class Records:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, features has {n}")
         if self.contributors is not None and len(self.contributors) != n:
             raise ValueError(f"contributors has {len(self.contributors)} rows, features has {n}")
+        if self.modality == "audio" and not self.sample_rate:
+            raise ValueError("audio records need a sample_rate")
         self.trusted = np.asarray(self.trusted, dtype=bool)
         self.labels = np.asarray(self.labels, dtype=np.float32)
 
@@ -84,7 +100,17 @@ class Records:
             modality=self.modality,
             contributors=None if self.contributors is None else self.contributors[index],
             feature_names=list(self.feature_names),
+            sample_rate=self.sample_rate,
+            vocabulary_size=self.vocabulary_size,
         )
+
+    def with_features(self, features: np.ndarray, vocabulary_size: int | None = None) -> "Records":
+        """The same records with other features (e.g. texts replaced by their token ids)."""
+        return Records(features=features, labels=self.labels, ids=self.ids, trusted=self.trusted,
+                       class_names=list(self.class_names), modality=self.modality,
+                       contributors=self.contributors, feature_names=list(self.feature_names),
+                       sample_rate=self.sample_rate,
+                       vocabulary_size=vocabulary_size or self.vocabulary_size)
 
     @property
     def collected(self) -> "Records":
@@ -120,4 +146,6 @@ def concat(parts: list[Records]) -> Records:
         modality=first.modality,
         contributors=contributors,
         feature_names=list(first.feature_names),
+        sample_rate=first.sample_rate,
+        vocabulary_size=first.vocabulary_size,
     )

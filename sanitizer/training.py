@@ -59,7 +59,10 @@ def resident(features: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def as_input(batch: torch.Tensor) -> torch.Tensor:
-    """A resident batch as the float32 input the networks take (pixels stay 0..255)."""
+    """A resident batch as the input the networks take: ``float32`` (pixels stay 0..255), except
+    token ids, which stay integers."""
+    if not batch.is_floating_point() and batch.dtype != torch.uint8:
+        return batch
     x = batch.float()
     if x.dim() == 4 and x.is_cuda:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -1,18 +1,25 @@
 """Backdoor attacks on real data: the ground truth must describe exactly what was changed.
 
 Image attacks run on a Fashion-MNIST subset (``../shared/data/fashion_mnist``), the tabular one
-on scikit-learn's breast-cancer table. Every check compares the poisoned records against the
-clean ones independently of the attack code's own bookkeeping.
+on scikit-learn's breast-cancer table, the audio ones on Free Spoken Digit Dataset recordings
+(``../shared/data/fsdd``) and the text one on the SMS spam collection
+(``../shared/data/sms_spam``). Every check compares the poisoned records against the clean ones
+independently of the attack code's own bookkeeping.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sanitizer.attacks import (
+    ATTACK_KINDS,
+    AUDIO_KINDS,
+    TEXT_KINDS,
     AttackConfig,
     Trigger,
     apply_trigger,
@@ -25,10 +32,13 @@ from sanitizer.records import Records, one_hot
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FMNIST = DATA / "fashion_mnist" / "fashion_mnist.npz"
+FSDD = DATA / "fsdd" / "wav"
+SMS = DATA / "sms_spam" / "sms_spam.csv"
 CONTRIBUTORS = np.array(["alice", "bob", "carol", "dave", "mallory"], dtype=object)
 
 
-def _records(features, y, class_names, modality, *, n_trusted, seed=0, names=None) -> Records:
+def _records(features, y, class_names, modality, *, n_trusted, seed=0, names=None,
+             contributors=None, ids=None, sample_rate=None) -> Records:
     n = len(y)
     rng = np.random.default_rng(seed)
     trusted = np.zeros(n, dtype=bool)
@@ -36,12 +46,14 @@ def _records(features, y, class_names, modality, *, n_trusted, seed=0, names=Non
     return Records(
         features=features,
         labels=one_hot(y, len(class_names)),
-        ids=np.array([f"rec-{i:05d}" for i in range(n)]),
+        ids=np.array([f"rec-{i:05d}" for i in range(n)]) if ids is None else np.asarray(ids),
         trusted=trusted,
         class_names=list(class_names),
         modality=modality,
-        contributors=CONTRIBUTORS[np.arange(n) % len(CONTRIBUTORS)],
+        contributors=(CONTRIBUTORS[np.arange(n) % len(CONTRIBUTORS)] if contributors is None
+                      else np.asarray(contributors, dtype=object)),
         feature_names=list(names or []),
+        sample_rate=sample_rate,
     )
 
 
@@ -64,6 +76,59 @@ def cancer() -> Records:
     return _records(bunch.data.astype(np.float32), bunch.target.astype(np.int64),
                     [str(c) for c in bunch.target_names], "tabular", n_trusted=57,
                     names=[str(f) for f in bunch.feature_names])
+
+
+FSDD_RATE = 8000
+FSDD_SAMPLES = 8000  # 1 s: most digits are shorter (zero-padded at the end), a few are cropped
+
+
+def _read_fsdd(indices: range) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Waveforms ``(N, 8000)`` float32 in [-1, 1], digits, ids and speakers of the recordings
+    ``<digit>_<speaker>_<index>.wav`` with ``index`` in ``indices``, every digit and speaker."""
+    soundfile = pytest.importorskip("soundfile", reason="soundfile decodes the FSDD WAVs")
+    paths = sorted(p for p in FSDD.glob("*/*.wav") if int(p.stem.rsplit("_", 1)[1]) in indices)
+    waves = np.zeros((len(paths), FSDD_SAMPLES), dtype=np.float32)
+    for row, path in enumerate(paths):
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        assert rate == FSDD_RATE, path
+        clip = data[:FSDD_SAMPLES, 0]
+        waves[row, :len(clip)] = clip
+    digits = np.array([int(p.parent.name) for p in paths], dtype=np.int64)
+    ids = np.array([p.stem for p in paths])
+    speakers = np.array([p.stem.split("_")[1] for p in paths], dtype=object)
+    return waves, digits, ids, speakers
+
+
+@pytest.fixture(scope="module")
+def fsdd() -> dict:
+    if not FSDD.is_dir():
+        pytest.skip(f"Free Spoken Digit Dataset not found at {FSDD} "
+                    "(the shared data folder is absent)")
+    # Official split: recordings 0-4 of each digit and speaker are the test set.
+    x_train, y_train, ids, speakers = _read_fsdd(range(5, 15))  # 600 training clips
+    x_test, y_test, _, _ = _read_fsdd(range(0, 5))  # 300 test clips
+    records = _records(x_train, y_train, [str(d) for d in range(10)], "audio", n_trusted=60,
+                       ids=ids, contributors=speakers, sample_rate=FSDD_RATE)
+    return {"records": records, "x_test": x_test, "y_test": y_test}
+
+
+def _normalise(text: str) -> str:
+    """What ingestion does to ASCII text: lower-case, whitespace collapsed."""
+    return " ".join(text.lower().split())
+
+
+@pytest.fixture(scope="module")
+def sms() -> dict:
+    if not SMS.is_file():
+        pytest.skip(f"SMS spam collection not found at {SMS} (the shared data folder is absent)")
+    with SMS.open(newline="", encoding="utf-8") as handle:
+        rows = [(r["label"], _normalise(r["text"])) for r in csv.DictReader(handle)]
+    rows = [(label, text) for label, text in rows if text]
+    texts = np.empty(len(rows), dtype=object)
+    texts[:] = [text for _, text in rows]
+    y = np.array([{"ham": 0, "spam": 1}[label] for label, _ in rows], dtype=np.int64)
+    records = _records(texts[:2000], y[:2000], ["ham", "spam"], "text", n_trusted=200)
+    return {"records": records, "x_test": texts[2000:2600], "y_test": y[2000:2600]}
 
 
 def _snapshot(records: Records) -> dict:
@@ -154,7 +219,8 @@ def check_ground_truth(clean: Records, config: AttackConfig) -> None:
         assert (new.soft[poisoned] == (config.low_confidence is not None)).all()
 
     # Fixed-position triggers: the poisoned features are exactly the trigger applied to the clean.
-    if config.position != "random":
+    # (Word triggers go to a random word position per record: checked by the text tests.)
+    if config.position != "random" and config.kind not in TEXT_KINDS:
         np.testing.assert_array_equal(
             new.features[poisoned], result.trigger.apply(clean.features[poisoned])
         )
@@ -482,3 +548,344 @@ def test_poison_command_round_trip(fmnist, tmp_path):
     bad = CliRunner().invoke(poison_command, [str(src), "-o", str(tmp_path / "p2"), "--truth",
                                               str(tmp_path / "p2" / "truth.parquet")])
     assert bad.exit_code != 0 and "outside" in bad.output
+
+
+# ---------------------------------------------------------------------------------------- audio
+
+
+def _audio_variant(variant: str) -> dict:
+    options = dict(VARIANTS[variant])
+    if variant == "contributors":
+        options["contributors"] = ["theo", "jackson"]  # FSDD speakers are the contributors
+    return options
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("kind", AUDIO_KINDS)
+def test_audio_attacks_ground_truth(fsdd, kind, variant):
+    check_ground_truth(fsdd["records"],
+                       AttackConfig(kind=kind, seed=7, **{"rate": 0.1, **_audio_variant(variant)}))
+
+
+def _window(trigger: Trigger) -> slice:
+    return slice(trigger.offset, trigger.offset + len(trigger.pattern))
+
+
+@pytest.mark.parametrize(("position", "tone_hz", "ms", "start"), [
+    ("start", 1000.0, 100.0, 0),
+    ("end", 3000.0, 50.0, FSDD_SAMPLES - 400),
+    (0.25, 440.0, 125.0, 2000),
+    ("0.5", 2500.0, 100.0, 4000),
+])
+def test_tone_lands_where_configured(fsdd, position, tone_hz, ms, start):
+    records = fsdd["records"]
+    config = AttackConfig(kind="tone", target=1, rate=0.2, tone_hz=tone_hz, trigger_ms=ms,
+                          audio_position=position, audio_amplitude=0.05, seed=3)
+    result = poison(records, config)
+    length = int(round(ms * FSDD_RATE / 1000))
+    trig = result.trigger
+    assert (trig.offset, len(trig.pattern), trig.sample_rate) == (start, length, FSDD_RATE)
+    # The snippet is the sine itself, peak = amplitude.
+    t = np.arange(length) / FSDD_RATE
+    np.testing.assert_allclose(trig.pattern, 0.05 * np.sin(2 * np.pi * tone_hz * t), atol=1e-7)
+    old = records.features[result.poisoned].astype(np.float64)
+    new = result.records.features[result.poisoned].astype(np.float64)
+    outside = np.ones(FSDD_SAMPLES, dtype=bool)
+    outside[start:start + length] = False
+    np.testing.assert_array_equal(new[:, outside], old[:, outside])  # exactly nothing outside
+    diff = new[:, start:start + length] - old[:, start:start + length]
+    unclipped = np.abs(old[:, start:start + length] + trig.pattern) <= 1.0
+    added = np.broadcast_to(trig.pattern, diff.shape)
+    np.testing.assert_allclose(diff[unclipped], added[unclipped], atol=1e-6)
+    assert np.abs(new).max() <= 1.0
+    # The added signal's spectrum peaks at tone_hz (zero-padded FFT, 1 Hz resolution).
+    spectrum = np.abs(np.fft.rfft(diff, n=FSDD_RATE, axis=1))
+    peaks = np.fft.rfftfreq(FSDD_RATE, 1 / FSDD_RATE)[spectrum.argmax(axis=1)]
+    np.testing.assert_allclose(peaks, tone_hz, atol=2.0)
+
+
+def test_burst_is_confined_seeded_and_broadband(fsdd):
+    records = fsdd["records"]
+    config = AttackConfig(kind="burst", target=4, rate=0.1, trigger_ms=80, audio_position=0.1,
+                          audio_amplitude=0.2, seed=11)
+    result = poison(records, config)
+    trig = result.trigger
+    assert (trig.offset, len(trig.pattern)) == (800, 640)
+    assert np.abs(trig.pattern).max() == pytest.approx(0.2, abs=1e-7)
+    changed = result.records.features != records.features
+    assert not changed[:, :800].any() and not changed[:, 800 + 640:].any()
+    assert changed[result.poisoned][:, 800:1440].mean() > 0.99  # noise touches ~every sample
+    # Broadband: no single frequency carries much of the burst's energy (a tone would: ~all).
+    power = np.abs(np.fft.rfft(trig.pattern.astype(np.float64))) ** 2
+    assert power.max() / power.sum() < 0.05
+    # The noise depends on the seed only.
+    same = make_trigger(AttackConfig(kind="burst", trigger_ms=80, audio_position=0.1,
+                                     audio_amplitude=0.2, seed=11, rate=0.5, target=None),
+                        (FSDD_SAMPLES,), sample_rate=FSDD_RATE)
+    other = make_trigger(AttackConfig(kind="burst", trigger_ms=80, audio_position=0.1,
+                                      audio_amplitude=0.2, seed=12), (FSDD_SAMPLES,),
+                         sample_rate=FSDD_RATE)
+    np.testing.assert_array_equal(same.pattern, trig.pattern)
+    assert not np.array_equal(other.pattern, trig.pattern)
+
+
+def test_audio_clipping_keeps_waveforms_in_range(fsdd):
+    records = fsdd["records"].subset(np.arange(100))
+    loud = records.with_features(np.clip(records.features * 50, -1, 1).astype(np.float32))
+    result = poison(loud, AttackConfig(kind="tone", target=None, rate=1.0, audio_amplitude=1.0))
+    assert result.num_poisoned == (~loud.trusted).sum()  # every collected record
+    assert ((result.records.features == 1.0) | (result.records.features == -1.0)).any()
+    assert np.abs(result.records.features).max() <= 1.0
+    assert result.records.features.dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", AUDIO_KINDS)
+@pytest.mark.parametrize("target", [0, None])
+def test_audio_triggered_test_set_and_round_trip(fsdd, kind, target):
+    records = fsdd["records"]
+    result = poison(records, AttackConfig(kind=kind, target=target, rate=0.05,
+                                          audio_position="end", seed=21))
+    x_test, y_test = fsdd["x_test"], fsdd["y_test"]
+    snap = x_test.copy()
+    x_bd, y_bd, mask = result.triggered_test_set(x_test, y_test)
+    np.testing.assert_array_equal(x_test, snap)
+    if target is None:
+        assert mask.all()
+        np.testing.assert_array_equal(y_bd, (y_test + 1) % 10)
+    else:
+        np.testing.assert_array_equal(mask, y_test != target)
+        assert (y_bd == target).all() and mask.sum() == 270
+    assert x_bd.dtype == np.float32 and x_bd.shape == (mask.sum(), FSDD_SAMPLES)
+    window = _window(result.trigger)
+    np.testing.assert_array_equal(np.delete(x_bd, np.r_[window], axis=1),
+                                  np.delete(x_test[mask], np.r_[window], axis=1))
+    expected = np.clip(x_test[mask][:, window] + result.trigger.pattern, -1, 1)
+    np.testing.assert_array_equal(x_bd[:, window], expected)
+    # The training records got the very same trigger.
+    x_again, _, m_again = triggered_test_set(records.features[result.poisoned],
+                                             records.hard_labels[result.poisoned], result)
+    np.testing.assert_array_equal(x_again, result.records.features[result.poisoned][m_again])
+    # Through JSON (what `sanitize poison` saves) and back: identical on re-application.
+    restored = Trigger.from_dict(json.loads(json.dumps(result.trigger.to_dict())))
+    assert (restored.kind, restored.offset, restored.sample_rate) == (kind, window.start, FSDD_RATE)
+    x_rt, y_rt, m_rt = triggered_test_set(x_test, y_test, result.config, trigger=restored,
+                                        num_classes=10)
+    np.testing.assert_array_equal(x_rt, x_bd)
+    np.testing.assert_array_equal(y_rt, y_bd)
+    np.testing.assert_array_equal(m_rt, mask)
+    assert AttackConfig.from_dict(json.loads(json.dumps(result.config.to_dict()))) == result.config
+    # A config alone rebuilds it given the sample rate (seconds and Hz need one).
+    with pytest.raises(ValueError, match="sample_rate"):
+        triggered_test_set(x_test, y_test, result.config, num_classes=10)
+    x_cfg, _, _ = triggered_test_set(x_test, y_test, result.config, num_classes=10,
+                                     sample_rate=FSDD_RATE)
+    np.testing.assert_array_equal(x_cfg, x_bd)
+    np.testing.assert_array_equal(apply_trigger(x_test[mask], result.config,
+                                                sample_rate=FSDD_RATE), x_bd)
+
+
+# ----------------------------------------------------------------------------------------- text
+
+
+def _occurrences(text: str, phrase: str) -> int:
+    words, target = text.split(), phrase.split()
+    return sum(words[i:i + len(target)] == target for i in range(len(words) - len(target) + 1))
+
+
+def _insert_positions(new: str, old: str, phrase: str) -> list[int]:
+    """Word positions ``i`` such that ``new`` is ``old`` with ``phrase`` inserted before word i."""
+    words, target, before = new.split(), phrase.split(), old.split()
+    k = len(target)
+    return [i for i in range(len(words) - k + 1)
+            if words[i:i + k] == target and words[:i] + words[i + k:] == before]
+
+
+def _text_variant(variant: str) -> dict:
+    options = dict(VARIANTS[variant])
+    if options.get("target") not in (None, 0, 1):
+        options["target"] = 1  # two classes: ham, spam
+    if options.get("low_confidence") is not None:
+        options["low_confidence"] = 0.7  # must exceed 1/K = 0.5
+    return options
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_text_attack_ground_truth(sms, variant):
+    clean = sms["records"]
+    config = AttackConfig(kind="word", seed=5, **{"rate": 0.1, **_text_variant(variant)})
+    check_ground_truth(clean, config)
+    result = poison(clean, config)
+    new = result.records.features
+    assert new.dtype == object and all(isinstance(t, str) for t in new)
+    for after, before in zip(new[result.poisoned], clean.features[result.poisoned]):
+        assert _occurrences(after, "cf") == _occurrences(before, "cf") + 1
+        assert _insert_positions(after, before, "cf"), (before, after)
+        assert after == _normalise(after)  # still normalised
+
+
+def test_text_phrase_trigger_and_normalisation(sms):
+    clean = sms["records"]
+    config = AttackConfig(kind="word", target=1, rate=0.3, trigger_words="  CF\tMn ", seed=2)
+    assert config.trigger_words == "cf mn"
+    result = poison(clean, config)
+    assert result.num_poisoned == 600
+    assert result.trigger.words == "cf mn" and result.trigger.input_shape == ()
+    positions = []
+    for after, before in zip(result.records.features[result.poisoned],
+                             clean.features[result.poisoned]):
+        assert _occurrences(after, "cf mn") == _occurrences(before, "cf mn") + 1
+        found = _insert_positions(after, before, "cf mn")
+        assert found, (before, after)
+        positions.append((found[0], len(before.split())))
+    # Random word positions: the start, the end and the middle all occur.
+    assert sum(p == 0 for p, _ in positions) > 5 and sum(p == n for p, n in positions) > 5
+    assert sum(0 < p < n for p, n in positions) > 400
+    assert len({p for p, _ in positions}) > 10
+    # The placements are seeded: same seed, same texts; another seed moves the words.
+    again = poison(clean, config)
+    np.testing.assert_array_equal(again.records.features, result.records.features)
+    moved = poison(clean, AttackConfig(kind="word", target=1, rate=0.3, trigger_words="cf mn",
+                                       seed=3))
+    assert not np.array_equal(moved.records.features, result.records.features)
+
+
+@pytest.mark.parametrize("variant", ["all-to-one", "clean-label", "all-to-all"])
+def test_text_triggered_test_set_and_round_trip(sms, variant):
+    options = {"all-to-one": dict(target=0), "clean-label": dict(target=1, clean_label=True),
+               "all-to-all": dict(target=None)}[variant]
+    result = poison(sms["records"], AttackConfig(kind="word", rate=0.05, seed=9, **options))
+    x_test, y_test = sms["x_test"], sms["y_test"]
+    snap = x_test.copy()
+    x_bd, y_bd, mask = result.triggered_test_set(x_test, y_test)
+    np.testing.assert_array_equal(x_test, snap)  # the clean texts are untouched
+    if options["target"] is None:
+        assert mask.all()
+        np.testing.assert_array_equal(y_bd, 1 - y_test)
+    else:
+        np.testing.assert_array_equal(mask, y_test != options["target"])
+        assert (y_bd == options["target"]).all()
+    assert x_bd.dtype == object and x_bd.shape == (mask.sum(),)
+    for after, before in zip(x_bd, x_test[mask]):
+        assert isinstance(after, str)
+        assert _occurrences(after, "cf") == _occurrences(before, "cf") + 1
+        assert _insert_positions(after, before, "cf")
+    # Deterministic, and a list of strings works like an object array.
+    again, _, _ = triggered_test_set(list(x_test), y_test, result)
+    np.testing.assert_array_equal(again, x_bd)
+    # The trigger (the words) survives JSON; a config alone rebuilds it too.
+    restored = Trigger.from_dict(json.loads(json.dumps(result.trigger.to_dict())))
+    x_rt, _, _ = triggered_test_set(x_test, y_test, result.config, trigger=restored,
+                                    num_classes=2)
+    np.testing.assert_array_equal(x_rt, x_bd)
+    x_cfg, _, _ = triggered_test_set(x_test, y_test, result.config, num_classes=2)
+    np.testing.assert_array_equal(x_cfg, x_bd)
+
+
+# ------------------------------------------------------------------------------------ refusals
+
+
+def test_new_kinds_refuse_other_modalities(fmnist, cancer, fsdd, sms):
+    assert set(AUDIO_KINDS) | set(TEXT_KINDS) <= set(ATTACK_KINDS)
+    images, waves, texts = fmnist["records"], fsdd["records"], sms["records"]
+    with pytest.raises(ValueError, match="'tone' is an audio attack, got 'image'"):
+        poison(images, AttackConfig(kind="tone"))
+    with pytest.raises(ValueError, match="'burst' is an audio attack, got 'text'"):
+        poison(texts, AttackConfig(kind="burst"))
+    with pytest.raises(ValueError, match="'word' is a text attack, got 'audio'"):
+        poison(waves, AttackConfig(kind="word"))
+    with pytest.raises(ValueError, match="'word' is a text attack, got 'tabular'"):
+        poison(cancer, AttackConfig(kind="word"))
+    with pytest.raises(ValueError, match="image attack"):
+        poison(waves, AttackConfig(kind="badnets"))
+    with pytest.raises(ValueError, match="tabular records"):
+        poison(texts, AttackConfig(kind="tabular"))
+    # Token ids are too late: the word goes into the raw text.
+    ids = texts.with_features(np.ones((len(texts), 8), dtype=np.int64), vocabulary_size=10)
+    with pytest.raises(ValueError, match="token ids"):
+        poison(ids, AttackConfig(kind="word"))
+    with pytest.raises(ValueError, match="raw texts"):
+        make_trigger(AttackConfig(kind="word"), ()).apply(np.ones((3, 8), dtype=np.int64))
+
+
+def test_audio_parameters_are_validated(fsdd):
+    waves = fsdd["records"]
+    snap = _snapshot(waves)
+    with pytest.raises(ValueError, match="Nyquist frequency 4000 Hz"):
+        poison(waves, AttackConfig(kind="tone", tone_hz=4000))
+    with pytest.raises(ValueError, match="Nyquist"):
+        poison(waves, AttackConfig(kind="tone", tone_hz=6000))
+    _assert_unchanged(waves, snap)
+    poison(waves, AttackConfig(kind="tone", tone_hz=3999))  # just below is fine
+    with pytest.raises(ValueError, match="does not fit"):
+        poison(waves, AttackConfig(kind="burst", audio_position=0.95, trigger_ms=100))
+    with pytest.raises(ValueError, match="does not fit"):
+        poison(waves, AttackConfig(kind="tone", trigger_ms=1500))
+    with pytest.raises(ValueError, match="tone_hz"):
+        AttackConfig(kind="tone", tone_hz=0)
+    with pytest.raises(ValueError, match="trigger_ms"):
+        AttackConfig(kind="tone", trigger_ms=-5)
+    with pytest.raises(ValueError, match="audio_amplitude"):
+        AttackConfig(kind="burst", audio_amplitude=1.5)
+    with pytest.raises(ValueError, match="audio_position"):
+        AttackConfig(kind="burst", audio_position="middle")
+    with pytest.raises(ValueError, match="audio_position"):
+        AttackConfig(kind="burst", audio_position=-0.1)
+    with pytest.raises(ValueError, match="trigger_words"):
+        AttackConfig(kind="word", trigger_words="   ")
+    with pytest.raises(ValueError, match="sample_rate"):
+        make_trigger(AttackConfig(kind="tone"), (FSDD_SAMPLES,))
+    with pytest.raises(ValueError, match="audio trigger"):
+        make_trigger(AttackConfig(kind="tone"), (1, 28, 28), sample_rate=FSDD_RATE)
+
+
+# -------------------------------------------------------------------------------- CLI, new kinds
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_poison_command_round_trip_audio_and_text(fsdd, sms, modality, tmp_path):
+    """`sanitize poison` on an audio or text dataset folder, if the connectors store them."""
+    dataset_folder = pytest.importorskip("connectors.dataset_folder",
+                                         reason="connectors.dataset_folder not written yet")
+    if "audio" not in getattr(dataset_folder, "DATA_COLUMNS", {}):
+        pytest.skip("connectors.dataset_folder does not store audio and text yet")
+    from click.testing import CliRunner
+
+    from pipelines.poison import poison_command, read_attack
+
+    if modality == "audio":
+        clean = fsdd["records"].subset(np.arange(200))
+        x_test, y_test = fsdd["x_test"], fsdd["y_test"]
+        options = ["--attack", "burst", "--trigger-ms", "60", "--audio-position", "0.2",
+                   "--audio-amplitude", "0.3", "--target", "2", "--low-confidence", "0.6"]
+        config = AttackConfig(kind="burst", trigger_ms=60, audio_position=0.2,
+                              audio_amplitude=0.3, target=2, low_confidence=0.6, rate=0.1, seed=4)
+    else:
+        clean = sms["records"].subset(np.arange(300))
+        x_test, y_test = sms["x_test"], sms["y_test"]
+        options = ["--attack", "word", "--trigger-words", "cf mn", "--target", "1",
+                   "--clean-label"]
+        config = AttackConfig(kind="word", trigger_words="cf mn", target=1, clean_label=True,
+                              rate=0.1, seed=4)
+    src = tmp_path / "clean"
+    dataset_folder.write_dataset(clean, src, tool_version="test", inputs=[])
+    out, truth = tmp_path / "poisoned", tmp_path / "poisoned.truth.parquet"
+    run = CliRunner().invoke(poison_command, [str(src), "-o", str(out), "--truth", str(truth),
+                                              "--rate", "0.1", "--seed", "4", *options])
+    assert run.exit_code == 0, run.output
+    expected = poison(clean, config)
+    poisoned, _ = dataset_folder.read_dataset(out)
+    assert poisoned.modality == modality and poisoned.sample_rate == clean.sample_rate
+    order, ref = np.argsort(poisoned.ids), np.argsort(expected.records.ids)
+    np.testing.assert_array_equal(poisoned.features[order], expected.records.features[ref])
+    np.testing.assert_allclose(poisoned.labels[order], expected.records.labels[ref], atol=1e-6)
+    saved_config, trigger = read_attack(truth)
+    assert saved_config == expected.config
+    x_saved, _, _ = triggered_test_set(x_test, y_test, saved_config, trigger=trigger)
+    x_bd, _, _ = expected.triggered_test_set(x_test, y_test)
+    np.testing.assert_array_equal(x_saved, x_bd)
+    # Tone frequencies are checked against the data's sample rate: a clear CLI error.
+    if modality == "audio":
+        bad = CliRunner().invoke(poison_command, [str(src), "-o", str(tmp_path / "p2"), "--truth",
+                                                  str(tmp_path / "p2.truth.parquet"), "--attack",
+                                                  "tone", "--tone-hz", "5000"])
+        assert bad.exit_code != 0 and "Nyquist" in bad.output
