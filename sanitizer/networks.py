@@ -79,6 +79,18 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def pooled_blocks(block, c_in: int, size: int, widths) -> tuple[nn.Sequential, int]:
+    """One ``block(c_in, width, pool)`` per width, pooling (halving ``size``, the map side or the
+    number of frames) while it is still >= 8; returns the stack and its output channels."""
+    blocks = []
+    for width in widths:
+        pool = size >= 8
+        blocks.append(block(c_in, width, pool))
+        size = size // 2 if pool else size
+        c_in = width
+    return nn.Sequential(*blocks), c_in
+
+
 class ImageCNN(nn.Module):
     """A small VGG-style CNN: one conv block per width, pooling while the map is >= 8 px,
     global average pooling, then a linear classifier. ``features(x)`` returns the penultimate
@@ -88,14 +100,8 @@ class ImageCNN(nn.Module):
         super().__init__()
         c, h, w = spec.input_shape
         self.standardize = Standardize(spec.mean, spec.std, image=True)
-        blocks, size, c_in = [], min(h, w), c
-        for width in spec.widths:
-            pool = size >= 8
-            blocks.append(conv_block(c_in, width, pool))
-            size = size // 2 if pool else size
-            c_in = width
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(c_in, spec.num_classes)
+        self.body, c_out = pooled_blocks(conv_block, c, min(h, w), spec.widths)
+        self.head = nn.Linear(c_out, spec.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.standardize(x)).mean(dim=(2, 3))
@@ -169,14 +175,8 @@ class AudioCNN(nn.Module):
         self.standardize = Standardize(spec.mean, spec.std, sequence=True)
         n_mels = mel_settings(spec.sample_rate)["n_mels"]
         frames = spec.input_shape[0] // mel_settings(spec.sample_rate)["hop_length"] + 1
-        blocks, c_in = [], n_mels
-        for width in spec.widths:
-            pool = frames >= 8
-            blocks.append(conv1d_block(c_in, width, pool))
-            frames = frames // 2 if pool else frames
-            c_in = width
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(c_in, spec.num_classes)
+        self.body, c_out = pooled_blocks(conv1d_block, n_mels, frames, spec.widths)
+        self.head = nn.Linear(c_out, spec.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.standardize(self.frontend(x))).mean(dim=2)
