@@ -1,6 +1,7 @@
 """Defense benchmark: data set x attack x poison rate x healing-set size, methods side by side.
 
     python benchmarks/defense.py --config small          # CPU, minutes: Fashion-MNIST subset
+    python benchmarks/defense.py --config small-tiny-heal  # the same with a 0.5% healing set
     python benchmarks/defense.py --config audio-text     # CPU, minutes: spoken digits, SMS, complaints
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
 
@@ -79,6 +80,8 @@ MODALITY = {"fashion_mnist": "image", "cifar10": "image", "fsdd": "audio", "sms_
 CONFIGS = {
     "small": dict(datasets={"fashion_mnist": 10000}, test=2000, rates=[0.1], trusted=[0.02],
                   epochs=8.0),
+    "small-tiny-heal": dict(datasets={"fashion_mnist": 10000}, test=2000, rates=[0.1], trusted=[0.005],
+                            epochs=8.0),
     "audio-text": dict(datasets={"fsdd": None, "sms_spam": None, "cfpb": None}, test=None,
                        rates=[0.1], trusted=[0.05], epochs=8.0),
     "full": dict(datasets={"fashion_mnist": 60000, "cifar10": 10000}, test=None, rates=[0.1],

@@ -15,21 +15,30 @@ The loop, every knob in :class:`HealSelectConfig`:
 2. For each iteration:
 
    a. **Disagreement.** The healed network scores each collected record:
-      ``(1 - agreement) * confidence`` -- how confidently it predicts something other than the
-      record's (possibly soft) label. Records above ``suspect_threshold`` are *suspects*.
+      ``(1 - support) * confidence`` -- how confidently it predicts something other than the
+      class the record's (possibly soft) label names (:func:`sanitizer.scoring.support`).
+      Records above ``suspect_threshold`` are *suspects*.
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
-      network is fine-tuned on the trusted set plus one half with their given labels
-      (``probe_steps``) and measures its agreement with the labels of the *other* half; then the
-      roles swap. Records that are not suspects are measured by both probes (mean).
-   c. **Select.** Suspicion = the *lift*: probe agreement minus healed agreement, clipped to
-      [0, 1]. A poisoned label becomes predictable once the probe has seen other poisoned
-      records (the backdoor transfers), so its lift is near 1; a hard clean record's label does
-      not transfer, and an easy one was agreed with already. Records below ``threshold`` are
-      accepted.
+      network is fine-tuned on the trusted set plus one half (``probe_steps``), each record
+      labelled with its label's top class, and predicts the *other* half; then the roles swap.
+      Records that are not suspects are predicted by both probes (mean). (Trained on soft
+      "low-confidence" labels as given, the probe barely learned the trigger: on complaint texts
+      it sent 19% of held-out poisoned records to the target class, against 77% with the top
+      class.)
+   c. **Select.** Suspicion = the *lift* (:func:`sanitizer.scoring.lift`): how much more the
+      probe than the healed network backs the record's labelled class, relative to the label's
+      own weight on it, clipped to [0, 1]. A poisoned label becomes predictable once the probe
+      has seen other poisoned records (the backdoor transfers), so its lift is near 1 -- also
+      for a soft "low-confidence" label, which the relative scale lifts to the same height; a
+      hard clean record's label does not transfer, and an easy one was agreed with already.
+      Records below ``threshold`` are accepted.
    d. **Train** the healed network on the trusted set (repeated ``trusted_weight`` times) and the
-      accepted records with their labels, and on the rejected records with *negative learning*
-      (``rejected="unlearn"``: their given label is pushed down), which erases the
-      trigger-to-label link that a few leaked poisoned records would otherwise implant.
+      accepted records with their labels. Rejected records with suspicion of at least
+      ``unlearn_from`` train by *negative learning* (``rejected="unlearn"``: their given label is
+      pushed down), which erases the trigger-to-label link that a few leaked poisoned records
+      would otherwise implant; rejected records below it are left out. (Unlearning every
+      rejected record also pushed hard *clean* records away from their true class: 2-8 points
+      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.)
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
 
 3. The served model is the last healed network; the last suspicion scores are the report's, and
@@ -48,7 +57,7 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import Records
-from sanitizer.scoring import agreement, disagreement
+from sanitizer.scoring import agreement, disagreement, lift
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -70,6 +79,7 @@ class HealSelectConfig:
     trusted_weight: int = 4       # how many times the trusted set is repeated in training
     threshold: float = 0.5        # accept records whose suspicion is below this
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
+    unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
@@ -149,6 +159,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     t_idx = torch.from_numpy(np.flatnonzero(records.trusted)).to(device)
     y_c = y[c_idx]
     n_c = len(collected_index)
+    num_classes = records.num_classes
+    y_top = torch.nn.functional.one_hot(y.argmax(1), num_classes).to(y.dtype)  # the labels' classes
     max_shift = config.max_shift if records.modality == "image" else 0
     trusted_set = TrainSet(x[t_idx], y[t_idx])
     small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
@@ -177,22 +189,22 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         return p
 
     def backdoor_test(model, suspects: torch.Tensor) -> torch.Tensor:
-        """Agreement of every collected record's label with a probe fine-tuned on suspects: the
-        suspects of one half are measured by the probe trained on the other half, everyone
-        else by the mean of the two probes."""
-        held = torch.zeros(n_c, device=device)
+        """Probabilities from probes fine-tuned on suspects: the suspects of one half are
+        predicted by the probe trained on the other half, everyone else by the mean of the two
+        probes. With fewer than two suspects there is nothing to test: the model's own."""
         where = torch.nonzero(suspects).squeeze(1)
         if len(where) < 2:
-            return held
+            return predict(model, c_idx)
+        held = torch.zeros(n_c, num_classes, device=device)
         halves = where[torch.randperm(len(where), generator=g).to(device)].chunk(2)
         rest = torch.nonzero(~suspects).squeeze(1)
         for train_half, test_half in ((halves[0], halves[1]), (halves[1], halves[0])):
             probe = copy.deepcopy(model)
             index = torch.cat([t_idx, c_idx[train_half]])
-            run("probe", probe, TrainSet(x[index], y[index]), config.probe_steps, config.lr,
+            run("probe", probe, TrainSet(x[index], y_top[index]), config.probe_steps, config.lr,
                 max(8, min(config.batch_size, len(index) // 8)))
-            held[test_half] = agreement(predict(probe, c_idx[test_half]), y_c[test_half])
-            held[rest] += 0.5 * agreement(predict(probe, c_idx[rest]), y_c[rest])
+            held[test_half] = predict(probe, c_idx[test_half])
+            held[rest] += 0.5 * predict(probe, c_idx[rest])
             del probe
         return held
 
@@ -202,25 +214,25 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
 
     score_hist, selected_hist = [], []
     repeat = torch.where(trusted, config.trusted_weight, 1).cpu()
-    held = torch.ones(n_c, device=device)
+    held = None
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
-        healed_agreement = agreement(probs, y_c)
         held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold)
-        s = (held - healed_agreement).clamp(0.0, 1.0)
+        s = lift(held, probs, y_c)
         score_hist.append(s)
         accepted = s < config.threshold
         selected_hist.append(accepted)
         # 2d. train on trusted + accepted (their labels) + rejected (unlearned / relabelled / left out)
         targets = y.clone()
         use = trusted.clone()
-        use[c_idx] = accepted | (config.rejected != "drop")
+        rejected = ~accepted & (s >= config.unlearn_from)
+        use[c_idx] = accepted | (rejected if config.rejected != "drop" else False)
         negative = torch.zeros_like(trusted)
         if config.rejected in ("relabel", "both"):
-            targets[c_idx[~accepted]] = probs[~accepted]
+            targets[c_idx[rejected]] = probs[rejected]
         if config.rejected in ("unlearn", "both"):
-            negative[c_idx] = ~accepted
+            negative[c_idx] = rejected
         keep = torch.nonzero(use).squeeze(1)
         unlearn = config.rejected in ("unlearn", "both")
         data = TrainSet(x[keep], targets[keep], y[keep] if config.rejected == "both" else None,
@@ -232,7 +244,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
 
     # final scores: the served network's disagreement, times the last backdoor test
     probs = predict(model, c_idx)
-    s = (held - agreement(probs, y_c)).clamp(0.0, 1.0)
+    if held is None:  # no iteration ran: nothing was tested, disagreement is all there is
+        held = torch.ones_like(probs) / num_classes
+        s = 1.0 - agreement(probs, y_c)
+    else:
+        s = lift(held, probs, y_c)
     score_hist.append(s)
     t_probs = predict(model, t_idx)
     metrics = {
@@ -249,6 +265,6 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         selected_history=(torch.stack(selected_hist).cpu().numpy() if selected_hist
                           else np.zeros((0, n_c), dtype=bool)),
         probs=probs.cpu().numpy(),
-        heldout_agreement=held.cpu().numpy(),
+        heldout_agreement=agreement(held, y_c).cpu().numpy(),
         timings=timings, metrics=metrics,
     )

@@ -5,13 +5,15 @@ Every collected record gets a **suspicion** score in [0, 1], 1 = most likely poi
 * ``agreement(probs, labels)`` -- the overlap ``sum_c min(label_c, prob_c)`` between the record's
   (possibly soft) label and a network's prediction: 1 when they are the same distribution, 0
   when they share no mass. For a hard label it is simply the probability of that class.
-* ``disagreement(probs, labels)`` -- ``(1 - agreement) * confidence``: how confidently the
+* ``support(probs, labels)`` -- how fully a prediction backs the class the label names (its top
+  class ``c``): ``min(1, p_c / label_c)``, so a soft label at 0.6 is fully backed by ``p_c = 0.6``.
+* ``disagreement(probs, labels)`` -- ``(1 - support) * confidence``: how confidently the
   healed network (which has never learned from unvetted records) predicts another class.
   Records above a threshold are *suspects*.
 * the **suspicion** is the *lift* from the engine's cross-fitted backdoor test
-  (:mod:`sanitizer.heal_and_select`): how much a probe fine-tuned on *other* suspects agrees more
-  with the record's label than the healed network does. A poisoned label transfers from other
-  poisoned records like a backdoor; a hard clean record's label does not.
+  (:mod:`sanitizer.heal_and_select`, :func:`lift`): how much more a probe fine-tuned on *other*
+  suspects backs the record's labelled class than the healed network does. A poisoned label
+  transfers from other poisoned records like a backdoor; a hard clean record's label does not.
 
 ``flag`` turns scores into flags by one of three rules (a score threshold, an expected
 contamination rate, or top-k); without one it takes the valley of the score histogram
@@ -32,11 +34,36 @@ def agreement(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.minimum(probs, labels).sum(dim=1).clamp_(0.0, 1.0)
 
 
+def _top_class(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each label's top class (as an index column) and its weight."""
+    top = labels.argmax(dim=1, keepdim=True)
+    return top, labels.gather(1, top).squeeze(1).clamp_min(1e-6)
+
+
+def support(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How fully a prediction backs the label's top class ``c``: ``min(1, p_c / label_c)``. For a
+    hard label it is ``p_c``; a soft label (``c`` at 0.6) is fully backed at ``p_c = 0.6``."""
+    top, weight = _top_class(labels)
+    return (probs.gather(1, top).squeeze(1) / weight).clamp_(0.0, 1.0)
+
+
 def disagreement(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(1 - agreement) * confidence``: how confidently a network predicts something other than
-    the label, in [0, 1]. A clean record the network merely finds hard (low confidence) scores
-    lower than one it confidently assigns to another class."""
-    return ((1.0 - agreement(probs, labels)) * probs.max(dim=1).values).clamp_(0.0, 1.0)
+    """``(1 - support) * confidence``: how confidently a network predicts something other than
+    the label's class, in [0, 1]. A clean record the network merely finds hard (low confidence)
+    scores lower than one it confidently assigns to another class."""
+    return ((1.0 - support(probs, labels)) * probs.max(dim=1).values).clamp_(0.0, 1.0)
+
+
+def lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """How much more a probe backs each record's labelled class than the healed network does,
+    relative to how strongly the label itself backs it: ``(p_probe(c) - p_healed(c)) / label_c``
+    for the label's top class ``c``, clipped to [0, 1]. For a hard label that is the plain gain in
+    probability; a "low-confidence" label (``c`` at 0.6) reaches 1 when the probe has learned to
+    send the record to ``c`` as confidently as the label does, so soft poisoned labels score as
+    high as hard ones."""
+    top, weight = _top_class(labels)
+    gain = (probe_probs.gather(1, top) - healed_probs.gather(1, top)).squeeze(1)
+    return (gain / weight).clamp_(0.0, 1.0)
 
 
 def auto_threshold(scores: np.ndarray, lo: float = 0.2, hi: float = 0.8, bins: int = 100) -> float:

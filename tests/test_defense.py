@@ -46,12 +46,12 @@ def served(model, x_test, y_test, result) -> tuple[float, float]:
 
 
 # Thresholds per attack: (min AUROC, min top-k recall, max ASR). Measured with this config on
-# this machine: BadNets AUROC 0.998, top-k 0.98, ASR 0.094 (no defense 0.957); low-confidence
-# BadNets AUROC 0.83, top-k 0.63, ASR 0.18 (no defense 0.37). The soft-label attack is the
-# harder one for this small configuration; benchmarks/RESULTS.md has the full figures.
+# this machine: BadNets AUROC 0.999, top-k 0.98, ASR 0.083 (no defense 0.957); low-confidence
+# BadNets AUROC 0.998, top-k 0.99, ASR 0.083 (no defense 0.376). benchmarks/RESULTS.md has the
+# full figures.
 @pytest.mark.parametrize("attack,limits", [
     (dict(kind="badnets"), (0.97, 0.90, 0.20)),
-    (dict(kind="badnets", low_confidence=0.64), (0.75, 0.50, 0.30)),
+    (dict(kind="badnets", low_confidence=0.64), (0.97, 0.90, 0.20)),
 ])
 def test_heal_and_select_stops_the_backdoor(fmnist, attack, limits):
     records, x_test, y_test = fmnist_records(fmnist)

@@ -1,0 +1,105 @@
+"""The scores the engine and the report are built on, checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
+                               flag, lift, rank, support)
+
+
+def t(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_agreement_is_the_overlap_of_label_and_prediction():
+    probs = t([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    hard = t([[1, 0, 0], [1, 0, 0]])
+    soft = t([[0.6, 0.2, 0.2], [0.6, 0.2, 0.2]])
+    assert agreement(probs, hard).tolist() == pytest.approx([0.7, 0.1])
+    assert agreement(probs, soft).tolist() == pytest.approx([0.6 + 0.2 + 0.1, 0.1 + 0.1 + 0.2])
+
+
+def test_support_backs_the_labels_class_up_to_its_own_weight():
+    probs = t([[0.7, 0.2, 0.1], [0.5, 0.4, 0.1], [0.1, 0.8, 0.1]])
+    hard = t([[1, 0, 0]] * 3)
+    soft = t([[0.6, 0.2, 0.2]] * 3)
+    assert support(probs, hard).tolist() == pytest.approx([0.7, 0.5, 0.1])
+    assert support(probs, soft).tolist() == pytest.approx([1.0, 0.5 / 0.6, 0.1 / 0.6])
+
+
+def test_disagreement_of_a_soft_poisoned_label_is_as_high_as_a_hard_ones():
+    # the healed network is sure of class 2; a poisoned label names class 0, hard or at 0.64
+    probs = t([[0.0, 0.05, 0.95]])
+    hard = t([[1, 0, 0]])
+    soft = t([[0.64, 0.18, 0.18]])
+    assert disagreement(probs, soft).item() == pytest.approx(disagreement(probs, hard).item())
+    # the overlap would have let the soft label hide: 1 - agreement is only 1 - 0.23
+    assert 1 - agreement(probs, soft).item() < 0.8
+
+
+def test_disagreement_weighs_by_confidence():
+    # both predict another class than the label; the confident one is the stronger suspect
+    labels = t([[1, 0, 0], [1, 0, 0]])
+    probs = t([[0.0, 1.0, 0.0], [0.2, 0.4, 0.4]])
+    d = disagreement(probs, labels).tolist()
+    assert d == pytest.approx([1.0, 0.8 * 0.4])
+    assert d[0] > d[1]
+
+
+def test_lift_of_hard_labels_is_the_gain_in_probability():
+    labels = t([[0, 1, 0], [0, 1, 0], [0, 1, 0]])
+    healed = t([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.5, 0.3, 0.2]])
+    probe = t([[0.1, 0.85, 0.05], [0.1, 0.6, 0.3], [0.4, 0.5, 0.1]])
+    # 0.85 - 0.05; a loss is clipped to 0; 0.5 - 0.3
+    assert lift(probe, healed, labels).tolist() == pytest.approx([0.8, 0.0, 0.2])
+
+
+def test_lift_scales_soft_labels_to_their_own_weight():
+    # a low-confidence poisoned label: 0.6 on class 1. A probe that sends the record to class 1
+    # as surely as the label does (0.6) lifts it as high as a hard label fully learned.
+    soft = t([[0.2, 0.6, 0.2]])
+    healed = t([[0.9, 0.0, 0.1]])
+    probe = t([[0.2, 0.6, 0.2]])
+    assert lift(probe, healed, soft).item() == pytest.approx(1.0)
+    half = t([[0.6, 0.3, 0.1]])
+    assert lift(half, healed, soft).item() == pytest.approx(0.5)
+    # the unscaled gain would have been 0.6 and 0.3: under the engine's 0.5 threshold at half
+    assert (half[0, 1] - healed[0, 1]).item() < 0.5
+
+
+def test_auto_threshold_cuts_between_two_modes_and_stays_in_bounds():
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.uniform(0.0, 0.15, 900), rng.uniform(0.85, 1.0, 100)])
+    cut = auto_threshold(scores)
+    assert 0.15 < cut < 0.85
+    assert ((scores >= cut) == (np.arange(1000) >= 900)).all()
+    assert 0.2 <= auto_threshold(rng.uniform(0.0, 0.05, 1000)) <= 0.8  # no poison: kept in bounds
+    assert auto_threshold(np.array([])) == 0.5
+
+
+def test_flag_rules_and_ranks():
+    scores = np.array([0.1, 0.9, 0.5, 0.9, 0.0])
+    assert rank(scores).tolist() == [4, 1, 3, 2, 5]  # ties broken by position
+    assert flag(scores, FlagRule(threshold=0.5)).tolist() == [False, True, True, True, False]
+    assert flag(scores, FlagRule(top_k=2)).tolist() == [False, True, False, True, False]
+    assert flag(scores, FlagRule(contamination=0.2)).tolist() == [False, True, False, False, False]
+    with pytest.raises(ValueError, match="at most one"):
+        FlagRule(threshold=0.5, top_k=3)
+    with pytest.raises(ValueError, match="threshold"):
+        FlagRule(threshold=1.5)
+
+
+def test_contributor_summary_puts_the_poisoner_first():
+    contributors = np.array(["a"] * 50 + ["b"] * 50 + [None] * 10, dtype=object)
+    flags = np.zeros(110, bool)
+    flags[50:90] = True   # b: 40 of 50 flagged
+    flags[0:2] = True     # a: 2 of 50
+    rows = contributor_summary(contributors, flags)
+    assert [r["contributor"] for r in rows][0] == "b"
+    b = rows[0]
+    assert (b["records"], b["flagged"], b["flagged_rate"]) == (50, 40, 0.8)
+    assert b["p_value"] < 1e-6 and b["z"] > 5
+    assert {r["contributor"] for r in rows} == {"a", "b", "(none)"}
