@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from connectors.audio_files import read_audio_records  # noqa: E402
 from connectors.table_records import read_records  # noqa: E402
-from connectors.text_tokens import TextTokenizer  # noqa: E402
+from pipelines.train import tokenize  # noqa: E402
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set  # noqa: E402
 from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa: E402
 from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
@@ -152,9 +152,8 @@ def model_inputs(records: Records):
     with a tokenizer fitted on the (poisoned) training texts, as ``sanitize train`` does."""
     if records.modality != "text":
         return records, lambda x: x
-    tokenizer = TextTokenizer.fit(records.features)
-    return (records.with_features(tokenizer.encode(records.features), tokenizer.vocabulary_size),
-            tokenizer.encode)
+    encoded, tokenizer = tokenize(records)
+    return encoded, tokenizer.encode
 
 
 def evaluate(model: torch.nn.Module, s: Split, result, encode) -> tuple[float, float]:

@@ -173,9 +173,9 @@ class AudioCNN(nn.Module):
         super().__init__()
         self.frontend = LogMel(spec.sample_rate)
         self.standardize = Standardize(spec.mean, spec.std, sequence=True)
-        n_mels = mel_settings(spec.sample_rate)["n_mels"]
-        frames = spec.input_shape[0] // mel_settings(spec.sample_rate)["hop_length"] + 1
-        self.body, c_out = pooled_blocks(conv1d_block, n_mels, frames, spec.widths)
+        mel = mel_settings(spec.sample_rate)
+        frames = spec.input_shape[0] // mel["hop_length"] + 1
+        self.body, c_out = pooled_blocks(conv1d_block, mel["n_mels"], frames, spec.widths)
         self.head = nn.Linear(c_out, spec.num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ The exported graph takes the same raw input as the PyTorch network (pixels 0..25
 ``float32`` ``(batch, C, H, W)``, tabular features ``(batch, F)``, waveforms ``(batch, S)`` with
 the log-mel front end inside the graph, or ``int64`` token ids ``(batch, L)``), normalises
 inside, and returns ``probabilities`` ``(batch, K)`` (softmax included, so a consumer needs
-nothing else). The batch axis is dynamic, and so is the token axis of text models. ``metadata_props`` carry the class names and the input spec as JSON,
+nothing else). The batch axis is dynamic, and so is the token axis of text models.
+``metadata_props`` carry the class names and the input spec as JSON,
 readable with ``InferenceSession(...).get_modelmeta().custom_metadata_map``.
 
 :func:`export_onnx` refuses to return a model whose onnxruntime outputs differ from PyTorch's

@@ -789,18 +789,15 @@ def test_text_triggered_test_set_and_round_trip(sms, variant):
 def test_new_kinds_refuse_other_modalities(fmnist, cancer, fsdd, sms):
     assert set(AUDIO_KINDS) | set(TEXT_KINDS) <= set(ATTACK_KINDS)
     images, waves, texts = fmnist["records"], fsdd["records"], sms["records"]
-    with pytest.raises(ValueError, match="'tone' is an audio attack, got 'image'"):
-        poison(images, AttackConfig(kind="tone"))
-    with pytest.raises(ValueError, match="'burst' is an audio attack, got 'text'"):
-        poison(texts, AttackConfig(kind="burst"))
-    with pytest.raises(ValueError, match="'word' is a text attack, got 'audio'"):
-        poison(waves, AttackConfig(kind="word"))
-    with pytest.raises(ValueError, match="'word' is a text attack, got 'tabular'"):
-        poison(cancer, AttackConfig(kind="word"))
-    with pytest.raises(ValueError, match="image attack"):
-        poison(waves, AttackConfig(kind="badnets"))
-    with pytest.raises(ValueError, match="tabular records"):
-        poison(texts, AttackConfig(kind="tabular"))
+    for records, kind, message in [
+            (images, "tone", "'tone' is an audio attack, got 'image'"),
+            (texts, "burst", "'burst' is an audio attack, got 'text'"),
+            (waves, "word", "'word' is a text attack, got 'audio'"),
+            (cancer, "word", "'word' is a text attack, got 'tabular'"),
+            (waves, "badnets", "image attack"),
+            (texts, "tabular", "tabular records")]:
+        with pytest.raises(ValueError, match=message):
+            poison(records, AttackConfig(kind=kind))
     # Token ids are too late: the word goes into the raw text.
     ids = texts.with_features(np.ones((len(texts), 8), dtype=np.int64), vocabulary_size=10)
     with pytest.raises(ValueError, match="token ids"):

@@ -58,6 +58,13 @@ def run_pipeline(work: Path, ingest_args: list, predict_args: list, poison_args:
             "truth": truth}
 
 
+def required(path: Path) -> Path:
+    """``path`` of the shared data, or skip the tests that need it."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
 def onnx_scores(model: Path, inputs: np.ndarray) -> np.ndarray:
     return run_onnx(session(str(model)), inputs).argmax(1)
 
@@ -66,9 +73,7 @@ def onnx_scores(model: Path, inputs: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def audio(shared_data: Path, tmp_path_factory) -> dict:
-    fsdd = shared_data / "fsdd" / "wav"
-    if not fsdd.is_dir():
-        pytest.skip(f"{fsdd} is absent")
+    fsdd = required(shared_data / "fsdd" / "wav")
     work = tmp_path_factory.mktemp("audio")
     rng = np.random.default_rng(0)
     for digit in sorted(os.listdir(fsdd)):
@@ -123,9 +128,7 @@ def test_audio_defense_stops_the_tone_backdoor(audio):
 
 @pytest.fixture(scope="module")
 def text(shared_data: Path, tmp_path_factory) -> dict:
-    path = shared_data / "sms_spam" / "sms_spam.csv"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
+    path = required(shared_data / "sms_spam" / "sms_spam.csv")
     work = tmp_path_factory.mktemp("text")
     rng = np.random.default_rng(0)
     sms = pl.read_csv(path).with_columns(
