@@ -2,6 +2,7 @@
 
     python benchmarks/defense.py --config small          # CPU, minutes: Fashion-MNIST subset
     python benchmarks/defense.py --config small-tiny-heal  # the same with a 0.5% healing set
+    python benchmarks/defense.py --config small-cifar    # CPU, ~40 min: CIFAR-10 subset (10k), 2% healing set
     python benchmarks/defense.py --config audio-text     # CPU, minutes: spoken digits, SMS, complaints
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
 
@@ -82,6 +83,7 @@ CONFIGS = {
                   epochs=8.0),
     "small-tiny-heal": dict(datasets={"fashion_mnist": 10000}, test=2000, rates=[0.1], trusted=[0.005],
                             epochs=8.0),
+    "small-cifar": dict(datasets={"cifar10": 10000}, test=None, rates=[0.1], trusted=[0.02], epochs=8.0),
     "audio-text": dict(datasets={"fsdd": None, "sms_spam": None, "cfpb": None}, test=None,
                        rates=[0.1], trusted=[0.05], epochs=8.0),
     "full": dict(datasets={"fashion_mnist": 60000, "cifar10": 10000}, test=None, rates=[0.1],
@@ -235,6 +237,16 @@ def table(rows: list[dict], command: str, config: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def engine_value(default, text: str):
+    """An ``--engine`` override parsed as the type of the knob's default (``0``/``1``,
+    ``false``/``true`` for switches)."""
+    if isinstance(default, bool):
+        if text.lower() not in ("0", "1", "false", "true"):
+            raise SystemExit(f"engine switch expects 0/1 or false/true, got {text!r}")
+        return text.lower() in ("1", "true")
+    return type(default)(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", choices=sorted(CONFIGS), default="small")
@@ -254,7 +266,7 @@ def main() -> None:
     datasets = {k: v for k, v in cfg["datasets"].items()
                 if not args.datasets or k in args.datasets.split(",")}
     methods = [m for m in args.methods.split(",") if m] + [p for p in args.peers.split(",") if p]
-    engine = {k: type(getattr(HealSelectConfig(), k))(v) for k, v in
+    engine = {k: engine_value(getattr(HealSelectConfig(), k), v) for k, v in
               (kv.split("=") for kv in args.engine.split(",") if kv)}
     rows = []
     for name, n in datasets.items():

@@ -24,7 +24,11 @@ The loop, every knob in :class:`HealSelectConfig`:
       Records that are not suspects are predicted by both probes (mean). (Trained on soft
       "low-confidence" labels as given, the probe barely learned the trigger: on complaint texts
       it sent 19% of held-out poisoned records to the target class, against 77% with the top
-      class.)
+      class.) Fine-tuned on suspects that mostly share one label, a probe also learns to predict
+      that class more often everywhere; with ``prior_correction`` that shift of class priors,
+      measured on the non-suspects, is divided out of its predictions
+      (:func:`sanitizer.scoring.undo_prior_shift`), so that clean records labelled with the
+      attacker's class are not lifted with the poisoned ones.
    c. **Select.** Suspicion = the *lift* (:func:`sanitizer.scoring.lift`): how much more the
       probe than the healed network backs the record's labelled class, relative to the label's
       own weight on it, clipped to [0, 1]. A poisoned label becomes predictable once the probe
@@ -57,7 +61,7 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import Records
-from sanitizer.scoring import agreement, disagreement, lift
+from sanitizer.scoring import agreement, disagreement, lift, undo_prior_shift
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -80,6 +84,7 @@ class HealSelectConfig:
     threshold: float = 0.5        # accept records whose suspicion is below this
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
+    prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
@@ -188,13 +193,15 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
         return p
 
-    def backdoor_test(model, suspects: torch.Tensor) -> torch.Tensor:
+    def backdoor_test(model, suspects: torch.Tensor, healed: torch.Tensor) -> torch.Tensor:
         """Probabilities from probes fine-tuned on suspects: the suspects of one half are
         predicted by the probe trained on the other half, everyone else by the mean of the two
-        probes. With fewer than two suspects there is nothing to test: the model's own."""
+        probes, each probe's prior shift undone against ``healed`` (the model's own predictions)
+        on the non-suspects. With fewer than two suspects there is nothing to test: the model's
+        own."""
         where = torch.nonzero(suspects).squeeze(1)
         if len(where) < 2:
-            return predict(model, c_idx)
+            return healed
         held = torch.zeros(n_c, num_classes, device=device)
         halves = where[torch.randperm(len(where), generator=g).to(device)].chunk(2)
         rest = torch.nonzero(~suspects).squeeze(1)
@@ -203,8 +210,13 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             index = torch.cat([t_idx, c_idx[train_half]])
             run("probe", probe, TrainSet(x[index], y_top[index]), config.probe_steps, config.lr,
                 max(8, min(config.batch_size, len(index) // 8)))
-            held[test_half] = predict(probe, c_idx[test_half])
-            held[rest] += 0.5 * predict(probe, c_idx[rest])
+            on_test, on_rest = predict(probe, c_idx[test_half]), predict(probe, c_idx[rest])
+            if config.prior_correction and len(rest):
+                reference = on_rest
+                on_test = undo_prior_shift(on_test, reference, healed[rest])
+                on_rest = undo_prior_shift(on_rest, reference, healed[rest])
+            held[test_half] = on_test
+            held[rest] += 0.5 * on_rest
             del probe
         return held
 
@@ -218,7 +230,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
-        held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold)
+        held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold, probs)
         s = lift(held, probs, y_c)
         score_hist.append(s)
         accepted = s < config.threshold

@@ -14,6 +14,7 @@ Every collected record gets a **suspicion** score in [0, 1], 1 = most likely poi
   (:mod:`sanitizer.heal_and_select`, :func:`lift`): how much more a probe fine-tuned on *other*
   suspects backs the record's labelled class than the healed network does. A poisoned label
   transfers from other poisoned records like a backdoor; a hard clean record's label does not.
+  The probe's learned shift of class priors is taken out first (:func:`undo_prior_shift`).
 
 ``flag`` turns scores into flags by one of three rules (a score threshold, an expected
 contamination rate, or top-k); without one it takes the valley of the score histogram
@@ -64,6 +65,23 @@ def lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Te
     top, weight = _top_class(labels)
     gain = (probe_probs.gather(1, top) - healed_probs.gather(1, top)).squeeze(1)
     return (gain / weight).clamp_(0.0, 1.0)
+
+
+def undo_prior_shift(probe_probs: torch.Tensor, probe_reference: torch.Tensor,
+                     healed_reference: torch.Tensor) -> torch.Tensor:
+    """Take out of a probe's predictions the shift of class priors it learned in fine-tuning.
+
+    A probe fine-tuned on suspects -- most of them labelled with the attacker's class in an
+    all-to-one attack, or with a class the trusted set under-represents -- learns to predict
+    those classes more often *everywhere*, which lifts clean records labelled with them as well.
+    That shift is a change of priors, not a trigger: measured on reference records (the
+    non-suspects, which carry no trigger, mostly), the ratio of the healed network's to the
+    probe's mean probability of each class reweights the probe's predictions, renormalised per
+    record (the prior adjustment of Saerens, Latinne & Decaestecker, 2002). What remains of the
+    lift is record-specific transfer, which is what a backdoor is."""
+    ratio = healed_reference.mean(dim=0) / probe_reference.mean(dim=0).clamp_min(1e-6)
+    adjusted = probe_probs * ratio
+    return adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def auto_threshold(scores: np.ndarray, lo: float = 0.2, hi: float = 0.8, bins: int = 100) -> float:

@@ -248,6 +248,7 @@ def test_train_writes_a_complete_run_folder(pipe, data):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["seed"] == 0 and list(config["widths"]) == [8, 16, 32]
     assert config["lr"] == 0.01
+    assert config["prior_correction"] is True
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["timings_s"]["total"] > 0
     # the weights load without pickled code and fit the network the spec describes
@@ -258,6 +259,13 @@ def test_train_writes_a_complete_run_folder(pipe, data):
     s = scores["score"].to_numpy()
     assert np.isfinite(s).all() and s.min() >= 0.0 and s.max() <= 1.0
     assert pipe["train"].stdout == ""
+
+
+def test_train_switches_reach_the_engine_config(pipe, tmp_path):
+    run_dir = tmp_path / "run"
+    cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop", "-q")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["prior_correction"] is False and config["rejected"] == "drop"
 
 
 # --- flag -------------------------------------------------------------------------------------
@@ -330,8 +338,10 @@ def test_flag_split_partitions_the_collected_records(flags, data):
 def test_detection_of_the_planted_backdoor(flags, pipe):
     """Scores against the ground truth (k = 300 poisoned records; chance precision 0.11).
 
-    Measured with this small config on one CPU core: AUROC 0.998 and top-k precision 0.937 here;
-    0.996-1.000 and 0.91-0.98 over three poison seeds x two training seeds. (Two conv blocks,
+    Measured with this small config on one CPU core: AUROC 0.990 and top-k precision 0.857 here
+    (before the prior correction, which costs where a probe this short does not saturate the
+    trigger: 0.998 / 0.937, and 0.996-1.000 / 0.91-0.98 over three poison seeds x two training
+    seeds). (Two conv blocks,
     ``--widths 8,16``, reach only AUROC 0.93 / top-k 0.57: global pooling of a 7x7 map loses the
     3x3 patch.) The floors keep a margin under that and stay far above chance."""
     report = pl.read_parquet(flags["parquet"]).join(

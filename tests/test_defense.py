@@ -46,9 +46,9 @@ def served(model, x_test, y_test, result) -> tuple[float, float]:
 
 
 # Thresholds per attack: (min AUROC, min top-k recall, max ASR). Measured with this config on
-# this machine: BadNets AUROC 0.999, top-k 0.98, ASR 0.083 (no defense 0.957); low-confidence
-# BadNets AUROC 0.998, top-k 0.99, ASR 0.083 (no defense 0.376). benchmarks/RESULTS.md has the
-# full figures.
+# this machine: BadNets AUROC 0.997, top-k 0.96, ASR 0.120 (no defense 0.957; 0.999 / 0.98 / 0.083
+# before the prior correction); low-confidence BadNets AUROC 0.998, top-k 0.99, ASR 0.087 (no
+# defense 0.376). benchmarks/RESULTS.md has the full figures.
 @pytest.mark.parametrize("attack,limits", [
     (dict(kind="badnets"), (0.97, 0.90, 0.20)),
     (dict(kind="badnets", low_confidence=0.64), (0.97, 0.90, 0.20)),

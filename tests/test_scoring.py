@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, support)
+                               flag, lift, rank, support, undo_prior_shift)
 
 
 def t(rows) -> torch.Tensor:
@@ -68,6 +68,30 @@ def test_lift_scales_soft_labels_to_their_own_weight():
     assert lift(half, healed, soft).item() == pytest.approx(0.5)
     # the unscaled gain would have been 0.6 and 0.3: under the engine's 0.5 threshold at half
     assert (half[0, 1] - healed[0, 1]).item() < 0.5
+
+
+def test_undo_prior_shift_removes_a_shift_of_priors_and_keeps_a_trigger():
+    # The healed network and a probe on the same two trigger-free reference records: the probe
+    # has learned to say class 0 twice as often (0.6 vs 0.3 on average), a shift of priors.
+    healed_ref = t([[0.2, 0.8], [0.4, 0.6]])
+    probe_ref = t([[0.5, 0.5], [0.7, 0.3]])
+    ratio = torch.tensor([0.3 / 0.6, 0.7 / 0.4])
+    # a clean record the probe moved only by the prior, and a triggered one it is sure of
+    probe = t([[0.6, 0.4], [0.99, 0.01]])
+    out = undo_prior_shift(probe, probe_ref, healed_ref)
+    expected = probe * ratio
+    expected = expected / expected.sum(1, keepdim=True)
+    assert out.tolist() == [pytest.approx(r) for r in expected.tolist()]
+    assert out.sum(1).tolist() == pytest.approx([1.0, 1.0])
+    # the clean record falls back to 0.6 * 0.5 / (0.3 + 0.7) = 0.3; the triggered one stays sure
+    assert out[0, 0].item() == pytest.approx(0.3)
+    assert out[1, 0].item() > 0.96
+    # after the correction the reference records' mean is the healed network's, class by class
+    assert undo_prior_shift(probe_ref, probe_ref, healed_ref).mean(0).tolist() == pytest.approx(
+        healed_ref.mean(0).tolist(), abs=0.05)
+    # a probe with no shift is left alone
+    assert undo_prior_shift(probe, healed_ref, healed_ref).tolist() == [
+        pytest.approx(r) for r in probe.tolist()]
 
 
 def test_auto_threshold_cuts_between_two_modes_and_stays_in_bounds():
