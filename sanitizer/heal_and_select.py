@@ -210,13 +210,12 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             index = torch.cat([t_idx, c_idx[train_half]])
             run("probe", probe, TrainSet(x[index], y_top[index]), config.probe_steps, config.lr,
                 max(8, min(config.batch_size, len(index) // 8)))
-            on_test, on_rest = predict(probe, c_idx[test_half]), predict(probe, c_idx[rest])
+            n_test = len(test_half)
+            p = predict(probe, c_idx[torch.cat([test_half, rest])])
             if config.prior_correction and len(rest):
-                reference = on_rest
-                on_test = undo_prior_shift(on_test, reference, healed[rest])
-                on_rest = undo_prior_shift(on_rest, reference, healed[rest])
-            held[test_half] = on_test
-            held[rest] += 0.5 * on_rest
+                p = undo_prior_shift(p, p[n_test:], healed[rest])
+            held[test_half] = p[:n_test]
+            held[rest] += 0.5 * p[n_test:]
             del probe
         return held
 

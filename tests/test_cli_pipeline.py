@@ -341,9 +341,8 @@ def test_detection_of_the_planted_backdoor(flags, pipe):
     Measured with this small config on one CPU core: AUROC 0.990 and top-k precision 0.857 here
     (before the prior correction, which costs where a probe this short does not saturate the
     trigger: 0.998 / 0.937, and 0.996-1.000 / 0.91-0.98 over three poison seeds x two training
-    seeds). (Two conv blocks,
-    ``--widths 8,16``, reach only AUROC 0.93 / top-k 0.57: global pooling of a 7x7 map loses the
-    3x3 patch.) The floors keep a margin under that and stay far above chance."""
+    seeds). (Two conv blocks, ``--widths 8,16``, reach only AUROC 0.93 / top-k 0.57: global
+    pooling of a 7x7 map loses the 3x3 patch.) The floors keep a margin under that and stay far above chance."""
     report = pl.read_parquet(flags["parquet"]).join(
         truth_frame(pipe).select("id", "poisoned"), on="id", how="left")
     assert report["poisoned"].null_count() == 0
