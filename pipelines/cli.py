@@ -119,6 +119,8 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--rejected", type=click.Choice(["relabel", "unlearn", "both", "drop"]), default=_DEFAULT.rejected, show_default=True, help="What rejected records are trained on.")
 @click.option("--unlearn-from", type=float, default=_DEFAULT.unlearn_from, show_default=True, help="Rejected records below this suspicion are left out instead (unlearn/both).")
 @click.option("--prior-correction/--no-prior-correction", default=_DEFAULT.prior_correction, show_default=True, help="Divide the backdoor-test probes' shift of class priors out of their predictions.")
+@click.option("--max-prior-division", type=float, default=_DEFAULT.max_prior_division, show_default=True, help="The prior correction divides no class by more than this factor.")
+@click.option("--collected-priors/--no-collected-priors", default=_DEFAULT.collected_priors, show_default=True, help="Judge collected records under their own class priors (estimated by EM from the healed network's predictions, not from their labels).")
 @click.option("--batch-size", type=int, default=_DEFAULT.batch_size, show_default=True)
 @click.option("--lr", type=float, default=_DEFAULT.lr, show_default=True)
 @click.option("--widths", help="Network widths, comma-separated (default: sized by the data).")

@@ -14,10 +14,14 @@ The loop, every knob in :class:`HealSelectConfig`:
 1. **Heal** a network from scratch on the trusted set alone (``seed_steps``).
 2. For each iteration:
 
-   a. **Disagreement.** The healed network scores each collected record:
-      ``(1 - support) * confidence`` -- how confidently it predicts something other than the
-      class the record's (possibly soft) label names (:func:`sanitizer.scoring.support`).
-      Records above ``suspect_threshold`` are *suspects*.
+   a. **Disagreement.** The healed network predicts each collected record; with
+      ``collected_priors`` its predictions are first moved from the trusted set's class mix to
+      the collected records' own, estimated by EM from the predictions -- never from the
+      collected labels, which the attacker writes (:func:`sanitizer.scoring.to_collected_priors`;
+      on SMS, a balanced trusted set against 87% ham, it took the served model's accuracy from
+      89.7% to 95.8%). Disagreement is ``(1 - support) * confidence`` -- how confidently it
+      predicts something other than the class the record's (possibly soft) label names
+      (:func:`sanitizer.scoring.support`). Records above ``suspect_threshold`` are *suspects*.
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
       network is fine-tuned on the trusted set plus one half (``probe_steps``), each record
       labelled with its label's top class, and predicts the *other* half; then the roles swap.
@@ -28,7 +32,9 @@ The loop, every knob in :class:`HealSelectConfig`:
       that class more often everywhere; with ``prior_correction`` that shift of class priors,
       measured on the non-suspects, is divided out of its predictions
       (:func:`sanitizer.scoring.undo_prior_shift`), so that clean records labelled with the
-      attacker's class are not lifted with the poisoned ones.
+      attacker's class are not lifted with the poisoned ones; no class is divided by more than
+      ``max_prior_division``, so a class absent from the collected data keeps its poisoned
+      records' lift.
    c. **Select.** Suspicion = the *lift* (:func:`sanitizer.scoring.lift`): how much more the
       probe than the healed network backs the record's labelled class, relative to the label's
       own weight on it, clipped to [0, 1]. A poisoned label becomes predictable once the probe
@@ -61,7 +67,8 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import Records
-from sanitizer.scoring import agreement, disagreement, lift, undo_prior_shift
+from sanitizer.scoring import (agreement, disagreement, lift, to_collected_priors,
+                               undo_prior_shift)
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -85,6 +92,8 @@ class HealSelectConfig:
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
+    max_prior_division: float = 2.0  # ... dividing a class by at most this factor
+    collected_priors: bool = True  # judge collected records under their own class priors (EM estimate)
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
@@ -169,6 +178,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     max_shift = config.max_shift if records.modality == "image" else 0
     trusted_set = TrainSet(x[t_idx], y[t_idx])
     small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
+    trusted_prior = y[t_idx].mean(dim=0)  # the class mix the healed network learns
     timings: dict[str, float] = {"to_device": time.perf_counter() - t_start}
 
     def sync() -> None:
@@ -213,7 +223,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             n_test = len(test_half)
             p = predict(probe, c_idx[torch.cat([test_half, rest])])
             if config.prior_correction and len(rest):
-                p = undo_prior_shift(p, p[n_test:], healed[rest])
+                p = undo_prior_shift(p, p[n_test:], healed[rest], config.max_prior_division)
             held[test_half] = p[:n_test]
             held[rest] += 0.5 * p[n_test:]
             del probe
@@ -229,6 +239,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
+        if config.collected_priors:
+            probs = to_collected_priors(probs, trusted_prior)
         held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold, probs)
         s = lift(held, probs, y_c)
         score_hist.append(s)

@@ -68,7 +68,7 @@ def lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Te
 
 
 def undo_prior_shift(probe_probs: torch.Tensor, probe_reference: torch.Tensor,
-                     healed_reference: torch.Tensor) -> torch.Tensor:
+                     healed_reference: torch.Tensor, max_division: float = math.inf) -> torch.Tensor:
     """Take out of a probe's predictions the shift of class priors it learned in fine-tuning.
 
     A probe fine-tuned on suspects -- most of them labelled with the attacker's class in an
@@ -78,10 +78,42 @@ def undo_prior_shift(probe_probs: torch.Tensor, probe_reference: torch.Tensor,
     non-suspects, which carry no trigger, mostly), the ratio of the healed network's to the
     probe's mean probability of each class reweights the probe's predictions, renormalised per
     record (the prior adjustment of Saerens, Latinne & Decaestecker, 2002). What remains of the
-    lift is record-specific transfer, which is what a backdoor is."""
+    lift is record-specific transfer, which is what a backdoor is.
+
+    ``max_division`` bounds how far a class is divided down (the ratio is kept at or above its
+    inverse). Without a bound, a class the healed network hardly ever predicts on the reference
+    records -- one that is absent from the collected data, like a complaint category whose few
+    records are all trusted -- would be divided to nothing in the probe, and the poisoned
+    records labelled with it would lose their lift."""
     ratio = healed_reference.mean(dim=0) / probe_reference.mean(dim=0).clamp_min(1e-6)
+    ratio = ratio.clamp_min(1.0 / max_division)
     adjusted = probe_probs * ratio
     return adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def to_collected_priors(probs: torch.Tensor, train_prior: torch.Tensor, steps: int = 50,
+                        tol: float = 1e-6) -> torch.Tensor:
+    """Predictions made under the class priors ``train_prior``, moved to the class priors of the
+    records they are made on -- priors estimated from the predictions alone by EM (Saerens,
+    Latinne & Decaestecker, 2002): reweight each prediction by ``prior / train_prior``,
+    renormalise, take the mean as the new prior, repeat until it settles.
+
+    A network healed on a trusted set learns that set's class mix, which is often balanced by
+    design, while the collected records may be 87% one class (SMS: ham). Judged under the wrong
+    priors, the common class's clean records look like disagreements. The collected *labels*
+    cannot tell the true mix -- the attacker writes them (10% spam -> ham poison relabels three
+    quarters of the spam) -- but the network's predictions on the records' contents can."""
+    train_prior = train_prior.clamp_min(1e-6)
+    prior = train_prior.clone()
+    adjusted = probs
+    for _ in range(steps):
+        adjusted = probs * (prior / train_prior)
+        adjusted = adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        new_prior = adjusted.mean(dim=0)
+        if (new_prior - prior).abs().max() < tol:
+            break
+        prior = new_prior
+    return adjusted
 
 
 def auto_threshold(scores: np.ndarray, lo: float = 0.2, hi: float = 0.8, bins: int = 100) -> float:
