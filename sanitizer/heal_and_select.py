@@ -14,12 +14,16 @@ The loop, every knob in :class:`HealSelectConfig`:
 1. **Heal** a network from scratch on the trusted set alone (``seed_steps``).
 2. For each iteration:
 
-   a. **Disagreement.** The healed network predicts each collected record; with
-      ``collected_priors`` its predictions are first moved from the trusted set's class mix to
-      the collected records' own, estimated by EM from the predictions -- never from the
-      collected labels, which the attacker writes (:func:`sanitizer.scoring.to_collected_priors`;
-      on SMS, a balanced trusted set against 87% ham, it took the served model's accuracy from
-      89.7% to 95.8%). Disagreement is ``(1 - support) * confidence`` -- how confidently it
+   a. **Disagreement.** The healed network predicts each collected record. When the trusted
+      set's class mix is more than ``prior_gap`` (total variation) from the collected labels'
+      -- more than sampling noise and a poisoned share can explain, so the trusted set was not
+      drawn at random (e.g. class-balanced vetting) -- its predictions are first moved from the
+      trusted mix to the collected records' own, estimated by EM from the predictions, never
+      from the collected labels, which the attacker writes
+      (:func:`sanitizer.scoring.to_collected_priors`; on SMS, a balanced trusted set against 87%
+      ham, it took the served model's accuracy from 89.7% to 95.8%). With a random trusted sample
+      the healed network's priors are already right, and EM would only amplify its
+      miscalibration (SMS, random 5% trusted: ASR 62.7% -> 68.9%). Disagreement is ``(1 - support) * confidence`` -- how confidently it
       predicts something other than the class the record's (possibly soft) label names
       (:func:`sanitizer.scoring.support`). Records above ``suspect_threshold`` are *suspects*.
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
@@ -32,9 +36,9 @@ The loop, every knob in :class:`HealSelectConfig`:
       that class more often everywhere; with ``prior_correction`` that shift of class priors,
       measured on the non-suspects, is divided out of its predictions
       (:func:`sanitizer.scoring.undo_prior_shift`), so that clean records labelled with the
-      attacker's class are not lifted with the poisoned ones; no class is divided by more than
-      ``max_prior_division``, so a class absent from the collected data keeps its poisoned
-      records' lift.
+      attacker's class are not lifted with the poisoned ones. Under collected priors no class is
+      divided by more than ``max_prior_division``, so a class EM finds absent from the collected
+      data keeps its poisoned records' lift.
    c. **Select.** Suspicion = the *lift* (:func:`sanitizer.scoring.lift`): how much more the
       probe than the healed network backs the record's labelled class, relative to the label's
       own weight on it, clipped to [0, 1]. A poisoned label becomes predictable once the probe
@@ -92,8 +96,9 @@ class HealSelectConfig:
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
-    max_prior_division: float = 2.0  # ... dividing a class by at most this factor
-    collected_priors: bool = True  # judge collected records under their own class priors (EM estimate)
+    prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
+                                  # the trusted set's class mix is this far from theirs (1 = never)
+    max_prior_division: float = 2.0  # ... and then divide no class by more than this in the probes
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
@@ -178,7 +183,13 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     max_shift = config.max_shift if records.modality == "image" else 0
     trusted_set = TrainSet(x[t_idx], y[t_idx])
     small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
-    trusted_prior = y[t_idx].mean(dim=0)  # the class mix the healed network learns
+    # the class mix the healed network learns, and how far the collected labels' mix is from it
+    # (total variation): a random trusted sample differs by sampling noise plus at most the
+    # poisoned share; a class-balanced one, against skewed collected data, by much more
+    trusted_prior = y[t_idx].mean(dim=0)
+    prior_gap = 0.5 * float((trusted_prior - y_c.mean(dim=0)).abs().sum()) if n_c else 0.0
+    use_collected_priors = prior_gap > config.prior_gap
+    max_division = config.max_prior_division if use_collected_priors else math.inf
     timings: dict[str, float] = {"to_device": time.perf_counter() - t_start}
 
     def sync() -> None:
@@ -223,7 +234,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             n_test = len(test_half)
             p = predict(probe, c_idx[torch.cat([test_half, rest])])
             if config.prior_correction and len(rest):
-                p = undo_prior_shift(p, p[n_test:], healed[rest], config.max_prior_division)
+                p = undo_prior_shift(p, p[n_test:], healed[rest], max_division)
             held[test_half] = p[:n_test]
             held[rest] += 0.5 * p[n_test:]
             del probe
@@ -239,7 +250,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
-        if config.collected_priors:
+        if use_collected_priors:
             probs = to_collected_priors(probs, trusted_prior)
         held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold, probs)
         s = lift(held, probs, y_c)
@@ -278,6 +289,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "trusted_accuracy": float((t_probs.argmax(1) == y[t_idx].argmax(1)).float().mean()),
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
+        "prior_gap": prior_gap,
+        "collected_priors": use_collected_priors,
     }
     timings["total"] = time.perf_counter() - t_start
     model = model.cpu().eval()

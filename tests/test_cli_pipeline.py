@@ -248,7 +248,8 @@ def test_train_writes_a_complete_run_folder(pipe, data):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["seed"] == 0 and list(config["widths"]) == [8, 16, 32]
     assert config["lr"] == 0.01
-    assert config["prior_correction"] is True
+    assert config["prior_correction"] is True and config["prior_gap"] == 0.2
+    assert config["max_prior_division"] == 2.0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["timings_s"]["total"] > 0
     # the weights load without pickled code and fit the network the spec describes
@@ -263,9 +264,11 @@ def test_train_writes_a_complete_run_folder(pipe, data):
 
 def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     run_dir = tmp_path / "run"
-    cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop", "-q")
+    cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
+        "--prior-gap", "1", "--max-prior-division", "3", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
+    assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
 
 
 # --- flag -------------------------------------------------------------------------------------

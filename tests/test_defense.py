@@ -74,3 +74,28 @@ def test_heal_and_select_stops_the_backdoor(fmnist, attack, limits):
     assert top_k >= min_top_k
     assert asr <= max_asr and asr < plain_asr / 2
     assert acc >= 0.65
+
+
+def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
+    # Collected records 90% class 0. A class-balanced trusted set is 0.4 (total variation) from
+    # their mix: the engine judges them under their own priors. A random trusted sample is not.
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.1).astype(np.int64)
+    x = (rng.normal(size=(2000, 6)) + 1.5 * y[:, None]).astype(np.float32)
+    balanced = np.zeros(2000, bool)
+    for c in (0, 1):
+        balanced[rng.permutation(np.flatnonzero(y == c))[:50]] = True
+    tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=0.2, iterations=1, probe_steps=5,
+                            device="cpu")
+    for trusted, expected in ((balanced, True), (rng.random(2000) < 0.05, False)):
+        records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
+                          trusted, ["a", "b"], "tabular")
+        metrics = heal_and_select(records, tiny).metrics
+        assert metrics["collected_priors"] is expected, metrics
+        gap = 0.5 * np.abs(y[trusted].mean() - y[~trusted].mean()) * 2
+        assert metrics["prior_gap"] == pytest.approx(gap, abs=1e-5)
+    # prior_gap = 1 turns it off whatever the mix
+    records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
+                      balanced, ["a", "b"], "tabular")
+    assert heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "prior_gap": 1.0})
+                           ).metrics["collected_priors"] is False

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, support, undo_prior_shift)
+                               flag, lift, rank, support, to_collected_priors, undo_prior_shift)
 
 
 def t(rows) -> torch.Tensor:
@@ -92,6 +92,44 @@ def test_undo_prior_shift_removes_a_shift_of_priors_and_keeps_a_trigger():
     # a probe with no shift is left alone
     assert undo_prior_shift(probe, healed_ref, healed_ref).tolist() == [
         pytest.approx(r) for r in probe.tolist()]
+
+
+def test_undo_prior_shift_divides_no_class_by_more_than_max_division():
+    # the healed network hardly ever predicts class 0 on the references (a class absent from the
+    # collected data); the probe, fine-tuned on records labelled 0, predicts it on a quarter
+    healed_ref = t([[0.001, 0.999], [0.001, 0.999]])
+    probe_ref = t([[0.25, 0.75], [0.25, 0.75]])
+    poisoned = t([[0.9, 0.1]])
+    unbounded = undo_prior_shift(poisoned, probe_ref, healed_ref)
+    assert unbounded[0, 0].item() < 0.05        # divided 250-fold: the poisoned record's lift is gone
+    bounded = undo_prior_shift(poisoned, probe_ref, healed_ref, max_division=2.0)
+    ratio = torch.tensor([0.5, 0.999 / 0.75])    # class 0 halved at most
+    expected = poisoned * ratio
+    assert bounded.tolist() == [pytest.approx(r) for r in (expected / expected.sum(1, keepdim=True)).tolist()]
+    assert bounded[0, 0].item() > 0.75
+
+
+def test_to_collected_priors_recovers_the_class_mix_of_the_records():
+    # A calibrated two-class model trained under balanced priors, predicting records that are
+    # 87% class 0: its raw mean overstates class 1; EM moves it to the records' own mix.
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(20000, generator=g) < 0.13).long()
+    x = torch.randn(20000, generator=g) + 2.0 * y
+    p1 = torch.sigmoid(2.0 * x - 2.0)             # exact posterior under equal priors
+    probs = torch.stack([1 - p1, p1], dim=1)
+    assert probs.mean(0)[1].item() > 0.2
+    adjusted = to_collected_priors(probs, torch.tensor([0.5, 0.5]))
+    assert adjusted.mean(0).tolist() == pytest.approx([0.87, 0.13], abs=0.01)
+    assert adjusted.sum(1).tolist() == pytest.approx([1.0] * 20000)
+    # more accurate than the raw predictions on the records' true classes (log loss)
+    raw_loss = -probs[torch.arange(20000), y].log().mean()
+    adj_loss = -adjusted[torch.arange(20000), y].log().mean()
+    assert adj_loss < raw_loss - 0.05
+    # predictions made on records with the training mix are left (nearly) as they are
+    x_even = torch.randn(20000, generator=g) + 2.0 * (torch.arange(20000) % 2)
+    p1_even = torch.sigmoid(2.0 * x_even - 2.0)
+    balanced = torch.stack([1 - p1_even, p1_even], dim=1)
+    assert (to_collected_priors(balanced, torch.tensor([0.5, 0.5])) - balanced).abs().max() < 0.03
 
 
 def test_auto_threshold_cuts_between_two_modes_and_stays_in_bounds():
