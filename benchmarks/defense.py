@@ -5,6 +5,7 @@
     python benchmarks/defense.py --config small-cifar    # CPU, ~40 min: CIFAR-10 subset (10k), 2% healing set
     python benchmarks/defense.py --config audio-text     # CPU, minutes: spoken digits, SMS, complaints
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
+    python benchmarks/defense.py --config audio-text --trusted-sampling random  # random, not balanced, trusted sets
 
 Methods, each on the same poisoned records in the same run:
 
@@ -137,14 +138,19 @@ def load(name: str, n: int | None, n_test: int | None, seed: int) -> Split:
                  [str(c) for c in d["class_names"]])
 
 
-def make_records(s: Split, trusted_share: float, seed: int) -> Records:
-    """Class-balanced trusted split of ``trusted_share`` of the records."""
+def make_records(s: Split, trusted_share: float, seed: int, sampling: str = "balanced") -> Records:
+    """A trusted split of ``trusted_share`` of the records: class-balanced (the same number of
+    each class, as curators who vet N records per class get) or a random sample (the class mix
+    of the data, as curators who vet whatever comes get)."""
     rng = np.random.default_rng(seed + 1)
     k = len(s.class_names)
     trusted = np.zeros(len(s.y), bool)
-    per_class = max(1, int(round(trusted_share * len(s.y) / k)))
-    for c in range(k):
-        trusted[rng.permutation(np.flatnonzero(s.y == c))[:per_class]] = True
+    if sampling == "random":
+        trusted[rng.permutation(len(s.y))[:max(1, int(round(trusted_share * len(s.y))))]] = True
+    else:
+        per_class = max(1, int(round(trusted_share * len(s.y) / k)))
+        for c in range(k):
+            trusted[rng.permutation(np.flatnonzero(s.y == c))[:per_class]] = True
     return Records(s.x, one_hot(s.y, k), np.array([f"r{i}" for i in range(len(s.y))], dtype=object),
                    trusted, s.class_names, s.modality, sample_rate=s.sample_rate)
 
@@ -167,8 +173,9 @@ def evaluate(model: torch.nn.Module, s: Split, result, encode) -> tuple[float, f
 
 
 def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: float, seed: int,
-             methods: list[str], device: str, engine: dict | None = None) -> list[dict]:
-    records = make_records(s, trusted_share, seed)
+             methods: list[str], device: str, engine: dict | None = None,
+             sampling: str = "balanced") -> list[dict]:
+    records = make_records(s, trusted_share, seed, sampling)
     result = poison(records, AttackConfig(**ATTACKS[s.modality][attack], rate=rate, seed=seed))
     poisoned = result.poisoned
     train_records, encode = model_inputs(result.records)
@@ -258,6 +265,8 @@ def main() -> None:
     ap.add_argument("--engine", default="", help="engine overrides, e.g. 'probe_steps=300,iterations=3'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--trusted-sampling", choices=["balanced", "random"], default="balanced",
+                    help="class-balanced trusted sets, or random samples (written as <config>-random-trusted)")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args()
     if not SHARED.exists():
@@ -276,20 +285,21 @@ def main() -> None:
             for rate in cfg["rates"]:
                 for share in cfg["trusted"]:
                     for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
-                                      args.device, engine):
+                                      args.device, engine, args.trusted_sampling):
                         rows.append(dict(r, data=name))
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
                                    + sys.argv[1:])
-    md = table(rows, command, args.config)
+    label = args.config + ("-random-trusted" if args.trusted_sampling == "random" else "")
+    md = table(rows, command, label)
     print(md)
     if args.write:
-        out_json = ROOT / "benchmarks" / f"results-{args.config}.json"
+        out_json = ROOT / "benchmarks" / f"results-{label}.json"
         out_json.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command,
                                         "rows": rows}, indent=1, default=float) + "\n")
         path = ROOT / "benchmarks" / "RESULTS.md"
         text = path.read_text() if path.exists() else "# Benchmark results\n"
-        start, end = f"<!-- defense:{args.config} -->", f"<!-- /defense:{args.config} -->"
+        start, end = f"<!-- defense:{label} -->", f"<!-- /defense:{label} -->"
         block = f"{start}\n{md}{end}"
         if start in text:
             text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
