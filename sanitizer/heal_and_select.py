@@ -23,9 +23,10 @@ The loop, every knob in :class:`HealSelectConfig`:
       (:func:`sanitizer.scoring.to_collected_priors`; on SMS, a balanced trusted set against 87%
       ham, it took the served model's accuracy from 89.7% to 95.8%). With a random trusted sample
       the healed network's priors are already right, and EM would only amplify its
-      miscalibration (SMS, random 5% trusted: ASR 62.7% -> 68.9%). Disagreement is ``(1 - support) * confidence`` -- how confidently it
-      predicts something other than the class the record's (possibly soft) label names
-      (:func:`sanitizer.scoring.support`). Records above ``suspect_threshold`` are *suspects*.
+      miscalibration (SMS, random 5% trusted: ASR 62.7% -> 68.9%). Disagreement is
+      ``(1 - support) * confidence`` -- how confidently it predicts something other than the
+      class the record's (possibly soft) label names (:func:`sanitizer.scoring.support`).
+      Records above ``suspect_threshold`` are *suspects*.
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
       network is fine-tuned on the trusted set plus one half (``probe_steps``), each record
       labelled with its label's top class, and predicts the *other* half; then the roles swap.
