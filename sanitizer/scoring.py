@@ -67,6 +67,13 @@ def lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Te
     return (gain / weight).clamp_(0.0, 1.0)
 
 
+def _reweight(probs: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """Each prediction times a per-class ``ratio`` of priors, renormalised per record: the prior
+    adjustment both :func:`undo_prior_shift` and :func:`to_collected_priors` make."""
+    adjusted = probs * ratio
+    return adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def undo_prior_shift(probe_probs: torch.Tensor, probe_reference: torch.Tensor,
                      healed_reference: torch.Tensor, max_division: float = math.inf) -> torch.Tensor:
     """Take out of a probe's predictions the shift of class priors it learned in fine-tuning.
@@ -86,9 +93,7 @@ def undo_prior_shift(probe_probs: torch.Tensor, probe_reference: torch.Tensor,
     records are all trusted -- would be divided to nothing in the probe, and the poisoned
     records labelled with it would lose their lift."""
     ratio = healed_reference.mean(dim=0) / probe_reference.mean(dim=0).clamp_min(1e-6)
-    ratio = ratio.clamp_min(1.0 / max_division)
-    adjusted = probe_probs * ratio
-    return adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return _reweight(probe_probs, ratio.clamp_min(1.0 / max_division))
 
 
 def to_collected_priors(probs: torch.Tensor, train_prior: torch.Tensor, steps: int = 50,
@@ -107,8 +112,7 @@ def to_collected_priors(probs: torch.Tensor, train_prior: torch.Tensor, steps: i
     prior = train_prior.clone()
     adjusted = probs
     for _ in range(steps):
-        adjusted = probs * (prior / train_prior)
-        adjusted = adjusted / adjusted.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        adjusted = _reweight(probs, prior / train_prior)
         new_prior = adjusted.mean(dim=0)
         if (new_prior - prior).abs().max() < tol:
             break

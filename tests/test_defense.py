@@ -87,15 +87,17 @@ def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
         balanced[rng.permutation(np.flatnonzero(y == c))[:50]] = True
     tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=0.2, iterations=1, probe_steps=5,
                             device="cpu")
-    for trusted, expected in ((balanced, True), (rng.random(2000) < 0.05, False)):
+
+    def metrics(trusted, config=tiny):
         records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
                           trusted, ["a", "b"], "tabular")
-        metrics = heal_and_select(records, tiny).metrics
-        assert metrics["collected_priors"] is expected, metrics
-        gap = 0.5 * np.abs(y[trusted].mean() - y[~trusted].mean()) * 2
-        assert metrics["prior_gap"] == pytest.approx(gap, abs=1e-5)
+        return heal_and_select(records, config).metrics
+
+    for trusted, expected in ((balanced, True), (rng.random(2000) < 0.05, False)):
+        m = metrics(trusted)
+        assert m["collected_priors"] is expected, m
+        # two classes: the total variation is the gap between the shares of class 1
+        assert m["prior_gap"] == pytest.approx(abs(y[trusted].mean() - y[~trusted].mean()), abs=1e-5)
     # prior_gap = 1 turns it off whatever the mix
-    records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
-                      balanced, ["a", "b"], "tabular")
-    assert heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "prior_gap": 1.0})
-                           ).metrics["collected_priors"] is False
+    never = HealSelectConfig(**{**tiny.to_dict(), "prior_gap": 1.0})
+    assert metrics(balanced, never)["collected_priors"] is False
