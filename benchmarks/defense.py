@@ -6,6 +6,7 @@
     python benchmarks/defense.py --config audio-text     # CPU, minutes: spoken digits, SMS, complaints
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
     python benchmarks/defense.py --config audio-text --trusted-sampling random  # random, not balanced, trusted sets
+    python benchmarks/defense.py --config audio-text --datasets sms_spam --trusted 0.014  # 31 vetted per class
 
 Methods, each on the same poisoned records in the same run:
 
@@ -219,8 +220,12 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "sanitizer",
+                                "benchmarks/defense.py"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.strip()
+        return head + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -267,6 +272,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--trusted-sampling", choices=["balanced", "random"], default="balanced",
                     help="class-balanced trusted sets, or random samples (written as <config>-random-trusted)")
+    ap.add_argument("--trusted", help="comma-separated trusted shares instead of the config's, e.g. "
+                    "0.014 (written as <config>-trusted-<shares>)")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = ap.parse_args()
     if not SHARED.exists():
@@ -277,20 +284,22 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m] + [p for p in args.peers.split(",") if p]
     engine = {k: engine_value(getattr(HealSelectConfig(), k), v) for k, v in
               (kv.split("=") for kv in args.engine.split(",") if kv)}
+    shares = [float(v) for v in args.trusted.split(",")] if args.trusted else cfg["trusted"]
     rows = []
     for name, n in datasets.items():
         s = load(name, n, cfg["test"], args.seed)
         attacks = [a for a in ATTACKS[s.modality] if not args.attacks or a in args.attacks.split(",")]
         for attack in attacks:
             for rate in cfg["rates"]:
-                for share in cfg["trusted"]:
+                for share in shares:
                     for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
                                       args.device, engine, args.trusted_sampling):
                         rows.append(dict(r, data=name))
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
                                    + sys.argv[1:])
-    label = args.config + ("-random-trusted" if args.trusted_sampling == "random" else "")
+    label = (args.config + ("-random-trusted" if args.trusted_sampling == "random" else "")
+             + (f"-trusted-{args.trusted.replace(',', '-')}" if args.trusted else ""))
     md = table(rows, command, label)
     print(md)
     if args.write:

@@ -11,22 +11,29 @@ The collected records may be poisoned: some carry a hidden trigger and a chosen 
 
 The loop, every knob in :class:`HealSelectConfig`:
 
-1. **Heal** a network from scratch on the trusted set alone (``seed_steps``).
+1. **Heal** a network from scratch on the trusted set alone (``seed_steps``). When the trusted
+   set is class-skewed (commonest class more than ``core_skew`` times the rarest's records), on
+   its class-balanced *core* (:func:`balanced_core`): each class keeps at most
+   ``max(rarest class's count, core_floor)`` records. A network healed on 190 vetted ham and 31
+   spam messages (a random 5% of SMS) learns that almost everything is ham, and poisoned spam
+   relabelled ham are then no disagreements: 76% ASR. Healed on 31 + 31 it judges spam fairly.
+   A trusted set that is not skewed heals whole, as before. When a core was taken, a second
+   network heals on every trusted record: the natural-mix view used in 2d.
 2. For each iteration:
 
-   a. **Disagreement.** The healed network predicts each collected record. When the trusted
-      set's class mix is more than ``prior_gap`` (total variation) from the collected labels'
-      -- more than sampling noise and a poisoned share can explain, so the trusted set was not
-      drawn at random (e.g. class-balanced vetting) -- its predictions are first moved from the
-      trusted mix to the collected records' own, estimated by EM from the predictions, never
-      from the collected labels, which the attacker writes
-      (:func:`sanitizer.scoring.to_collected_priors`; on SMS, a balanced trusted set against 87%
-      ham, it took the served model's accuracy from 89.7% to 95.8%). With a random trusted sample
-      the healed network's priors are already right, and EM would only amplify its
-      miscalibration (SMS, random 5% trusted: ASR 62.7% -> 68.9%). Disagreement is
-      ``(1 - support) * confidence`` -- how confidently it predicts something other than the
-      class the record's (possibly soft) label names (:func:`sanitizer.scoring.support`).
-      Records above ``suspect_threshold`` are *suspects*.
+   a. **Disagreement.** The healed network predicts each collected record. When the core's
+      class mix is more than ``prior_gap`` (total variation) from the collected labels' -- more
+      than sampling noise and a poisoned share can explain: a class-balanced core of skewed
+      data -- its predictions are first moved from the core's mix to the collected records'
+      own, estimated by EM from the predictions, never from the collected labels, which the
+      attacker writes (:func:`sanitizer.scoring.to_collected_priors`; on SMS, a balanced trusted
+      set against 87% ham, it took the served model's accuracy from 89.7% to 95.8%). When the
+      mixes are close (balanced data) the healed network's priors are right already, and EM
+      would only amplify its miscalibration (SMS healed on a whole random 5% sample, before
+      cores: ASR 62.7% -> 68.9%). Disagreement is ``(1 - support) * confidence`` -- how
+      confidently it predicts something other than the class the record's (possibly soft)
+      label names (:func:`sanitizer.scoring.support`). Records above ``suspect_threshold`` are
+      *suspects*.
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
       network is fine-tuned on the trusted set plus one half (``probe_steps``), each record
       labelled with its label's top class, and predicts the *other* half; then the roles swap.
@@ -53,7 +60,11 @@ The loop, every knob in :class:`HealSelectConfig`:
       pushed down), which erases the trigger-to-label link that a few leaked poisoned records
       would otherwise implant; rejected records below it are left out. (Unlearning every
       rejected record also pushed hard *clean* records away from their true class: 2-8 points
-      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.)
+      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) With a core, rejected
+      records whose label the every-trusted-record network backs with support of at least
+      ``backed`` are left out too: the core-healed judge knows the common classes from few
+      records and rejects some of their clean members, and unlearning those cost SMS 10-15
+      points of accuracy.
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
 
 3. The served model is the last healed network; the last suspicion scores are the report's, and
@@ -71,8 +82,8 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.records import Records
-from sanitizer.scoring import (agreement, disagreement, lift, to_collected_priors,
+from sanitizer.records import TRUSTED_SKEW, Records
+from sanitizer.scoring import (agreement, disagreement, lift, support, to_collected_priors,
                                undo_prior_shift)
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
@@ -96,9 +107,14 @@ class HealSelectConfig:
     threshold: float = 0.5        # accept records whose suspicion is below this
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
+    core_skew: float = TRUSTED_SKEW  # heal the judging network on a class-balanced core of the
+                                  # trusted set when its commonest class has > this x the rarest's
+    core_floor: int = 30          # ... in which each class keeps max(rarest class's count, this)
+    backed: float = 0.9           # with a core, a rejected record that a network healed on every
+                                  # trusted record backs this firmly is left out, not unlearned
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
-                                  # the trusted set's class mix is this far from theirs (1 = never)
+                                  # the core's class mix is this far from theirs (1 = never)
     max_prior_division: float = 2.0  # ... and then divide no class by more than this in the probes
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
@@ -152,6 +168,29 @@ def steps_for(epochs: float, n: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * n / batch_size))
 
 
+def balanced_core(classes: np.ndarray, floor: int, seed: int,
+                  skew: float = TRUSTED_SKEW) -> np.ndarray:
+    """Which trusted records the judging network heals on. When the commonest class has more than
+    ``skew`` times the rarest's records, each class keeps at most ``max(count of the rarest
+    class, floor)`` of its records, drawn at random; otherwise (and with ``floor <= 0``) all are
+    kept. A class-balanced trusted set, or a random sample of balanced data, is kept whole; a
+    random sample of skewed data gives up part of its common classes. Returns a boolean mask
+    over ``classes``."""
+    counts = np.bincount(classes)
+    keep = np.ones(len(classes), dtype=bool)
+    if floor <= 0 or not len(classes):
+        return keep
+    present = counts[counts > 0]
+    if present.max() <= skew * present.min():
+        return keep
+    cap = max(int(present.min()), floor)
+    rng = np.random.default_rng(seed)
+    for c in np.flatnonzero(counts > cap):
+        members = np.flatnonzero(classes == c)
+        keep[rng.choice(members, size=len(members) - cap, replace=False)] = False
+    return keep
+
+
 def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                     progress: Progress | None = None) -> HealSelectResult:
     """Train a hardened network on ``records`` and score every collected record.
@@ -176,7 +215,13 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     trusted = torch.from_numpy(records.trusted).to(device)
     collected_index = np.flatnonzero(~records.trusted)
     c_idx = torch.from_numpy(collected_index).to(device)
-    t_idx = torch.from_numpy(np.flatnonzero(records.trusted)).to(device)
+    all_trusted = np.flatnonzero(records.trusted)
+    in_core = balanced_core(records.labels[all_trusted].argmax(1), config.core_floor, config.seed,
+                            config.core_skew)
+    t_idx = torch.from_numpy(all_trusted[in_core]).to(device)  # the core: heals, probes, priors
+    every = torch.from_numpy(all_trusted).to(device)
+    core = torch.zeros_like(trusted)
+    core[t_idx] = True
     y_c = y[c_idx]
     n_c = len(collected_index)
     num_classes = records.num_classes
@@ -241,13 +286,21 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             del probe
         return held
 
-    # 1. heal from scratch on the trusted set
+    # 1. heal from scratch on the trusted set (its core)
     model = build_network(spec).to(device)
     run("heal", model, trusted_set, config.seed_steps, config.lr, small_bs)
+    # 1b. with a core, the view of every trusted record: which collected labels it firmly backs
+    backed = torch.zeros(n_c, dtype=torch.bool, device=device)
+    if not in_core.all():
+        full = build_network(spec).to(device)
+        run("heal", full, TrainSet(x[every], y[every]), config.seed_steps, config.lr,
+            max(8, min(config.batch_size, len(every) // 4)))
+        backed = support(predict(full, c_idx), y_c) >= config.backed
+        del full
 
     score_hist, selected_hist = [], []
-    repeat = torch.where(trusted, config.trusted_weight, 1).cpu()
-    held = None
+    repeat = torch.where(core, config.trusted_weight, 1).cpu()
+    held, spared = None, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
@@ -261,7 +314,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # 2d. train on trusted + accepted (their labels) + rejected (unlearned / relabelled / left out)
         targets = y.clone()
         use = trusted.clone()
-        rejected = ~accepted & (s >= config.unlearn_from)
+        rejected = ~accepted & (s >= config.unlearn_from) & ~backed
+        spared = int((~accepted & (s >= config.unlearn_from) & backed).sum())
         use[c_idx] = accepted | (rejected if config.rejected != "drop" else False)
         negative = torch.zeros_like(trusted)
         if config.rejected in ("relabel", "both"):
@@ -285,9 +339,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     else:
         s = lift(held, probs, y_c)
     score_hist.append(s)
-    t_probs = predict(model, t_idx)
+    t_probs = predict(model, every)
     metrics = {
-        "trusted_accuracy": float((t_probs.argmax(1) == y[t_idx].argmax(1)).float().mean()),
+        "trusted_accuracy": float((t_probs.argmax(1) == y[every].argmax(1)).float().mean()),
+        "healing_core": int(len(t_idx)),
+        "backed_not_unlearned": spared,
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,

@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# A trusted set is *class-skewed* when its commonest class has more than this many times the
+# rarest's records: ingest warns, and the engine heals its judging network on a balanced core.
+TRUSTED_SKEW = 3.0
+
 MODALITIES = ("image", "tabular", "audio", "text")
 
 

@@ -159,12 +159,12 @@ def test_text_predict_reads_raw_text(text):
     preds, test = text["preds"], pl.read_csv(text["work"] / "test.csv")
     assert preds["id"].to_list() == test["id"].to_list()
     accuracy = (preds["predicted_label"] == test["label"]).mean()
-    assert accuracy >= 0.90, accuracy  # measured 0.941 (majority class: 0.87; oracle 0.947)
+    assert accuracy >= 0.93, accuracy  # measured 0.963 (majority class: 0.87; oracle 0.947)
 
 
 def test_text_defense_stops_the_word_backdoor(text):
     work = text["work"]
-    assert text["auroc"] >= 0.95, text["auroc"]  # measured 0.983 (target 0.99: RESULTS.md)
+    assert text["auroc"] >= 0.95, text["auroc"]  # measured 0.977 (target 0.99: RESULTS.md)
     test = pl.read_csv(work / "test.csv")
     classes = read_metadata(work / "model.onnx")["class_names"]
     labels = np.array([classes.index(v) for v in test["label"]])
@@ -173,8 +173,9 @@ def test_text_defense_stops_the_word_backdoor(text):
     x_bd, y_bd, _ = triggered_test_set(texts, labels, config, trigger=trigger)
     tokenizer = TextTokenizer.from_dict(read_metadata(work / "model.onnx")["input_spec"]["tokenizer"])
     asr = (onnx_scores(work / "model.onnx", tokenizer.encode(x_bd)) == TARGET).mean()
-    # Measured 0.56 here (no defense: 1.00; the oracle, trained on the truly clean records of this
-    # split, 0.33: 10% poison relabels ~3/4 of the collected spam, so spam recall is only ~0.65
-    # with or without the trigger). The 2% target is NOT met on SMS yet
-    # (benchmarks/RESULTS.md says why); this floor guards that most of the backdoor is removed.
-    assert asr <= 0.65, asr
+    # Measured 0.175 here (no defense: 1.00; the oracle, trained on the truly clean records of
+    # this split, 0.33: 10% poison relabels ~3/4 of the collected spam, so spam recall is only
+    # ~0.65 with or without the trigger). Before the judging network healed on a class-balanced
+    # core of this random vetted sample it was 0.56. The 2% target is NOT met on SMS yet
+    # (benchmarks/RESULTS.md says why); this guards that the backdoor stays mostly removed.
+    assert asr <= 0.30, asr

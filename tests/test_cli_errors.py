@@ -9,6 +9,7 @@ exist) are Click's: exit code 2 and the usual ``Usage: ... Error: ...`` block.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,23 @@ def test_class_without_trusted_record_warns_but_succeeds(tables):
     assert len(warnings) == 1 and "'Bag'" in warnings[0], result.stderr
     assert (out / "manifest.json").is_file()
     assert {**digest(c), **digest(t)} == before
+
+
+def test_class_skewed_trusted_set_warns_but_succeeds(tables):
+    t, df = tables["trusted"], tables["trusted_df"]
+    counts = df["label"].value_counts()
+    common = counts.sort("count")["label"][-1]
+    rare = [c for c in counts["label"] if c != common]
+    # keep one record of every other class: the commonest then has more than 3x the rarest's
+    df.filter((pl.col("label") == common) | (pl.int_range(pl.len()).over("label") == 0)).write_parquet(t)
+    c, out = tables["collected"], tables["out"]
+    result = cli(*ingest_args(c, t, out))
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "class-skewed" in warnings[0] and repr(common) in warnings[0], result.stderr
+    assert any(repr(r) in warnings[0] for r in rare)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["warnings"] == [warnings[0].removeprefix("warning: ")]
 
 
 # --- flag / export / predict ----------------------------------------------------------------

@@ -250,6 +250,7 @@ def test_train_writes_a_complete_run_folder(pipe, data):
     assert config["lr"] == 0.01
     assert config["prior_correction"] is True and config["prior_gap"] == 0.2
     assert config["max_prior_division"] == 2.0
+    assert config["core_floor"] == 30 and config["backed"] == 0.9 and config["core_skew"] == 3.0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["timings_s"]["total"] > 0
     # the weights load without pickled code and fit the network the spec describes
@@ -265,10 +266,12 @@ def test_train_writes_a_complete_run_folder(pipe, data):
 def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     run_dir = tmp_path / "run"
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
-        "--prior-gap", "1", "--max-prior-division", "3", "-q")
+        "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
+        "--core-skew", "5", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
+    assert config["core_floor"] == 0 and config["backed"] == 0.8 and config["core_skew"] == 5.0
 
 
 # --- flag -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
-from sanitizer.heal_and_select import HealSelectConfig, heal_and_select
+from sanitizer.heal_and_select import HealSelectConfig, balanced_core, heal_and_select
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -85,8 +85,9 @@ def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
     balanced = np.zeros(2000, bool)
     for c in (0, 1):
         balanced[rng.permutation(np.flatnonzero(y == c))[:50]] = True
+    # core_floor=0: every trusted record heals, so the gate sees each trusted set's own mix
     tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=0.2, iterations=1, probe_steps=5,
-                            device="cpu")
+                            core_floor=0, device="cpu")
 
     def metrics(trusted, config=tiny):
         records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
@@ -101,3 +102,44 @@ def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
     # prior_gap = 1 turns it off whatever the mix
     never = HealSelectConfig(**{**tiny.to_dict(), "prior_gap": 1.0})
     assert metrics(balanced, never)["collected_priors"] is False
+
+
+def test_balanced_core_caps_each_class_at_the_rarest_or_the_floor():
+    classes = np.repeat([0, 1, 2], [190, 31, 45])
+    keep = balanced_core(classes, floor=30, seed=0)
+    assert np.bincount(classes[keep]).tolist() == [31, 31, 31]   # the rarest class sets the cap
+    assert keep[classes == 1].all()                               # ... and keeps every record
+    assert np.bincount(classes[balanced_core(classes, floor=40, seed=0)]).tolist() == [40, 31, 40]
+    assert balanced_core(classes, floor=0, seed=0).all()          # 0: every trusted record
+    assert balanced_core(np.repeat([0, 1], [110, 110]), floor=30, seed=0).all()  # balanced: whole
+    # not skewed (commonest <= 3x the rarest, as random samples of balanced data are): whole
+    assert balanced_core(np.repeat([0, 1, 2], [40, 30, 14]), floor=30, seed=0).all()
+    assert not balanced_core(np.repeat([0, 1, 2], [40, 30, 13]), floor=30, seed=0).all()
+    # another seed draws other records of the common classes, never fewer of the rare one
+    other = balanced_core(classes, floor=30, seed=1)
+    assert (other != keep).any() and other[classes == 1].all()
+
+
+def test_the_engine_judges_with_the_core_and_scores_only_collected_records():
+    # a random trusted sample of data that is 90% class 0: the judging network heals on a core
+    rng = np.random.default_rng(1)
+    y = (rng.random(2000) < 0.1).astype(np.int64)
+    x = (rng.normal(size=(2000, 6)) + 1.5 * y[:, None]).astype(np.float32)
+    trusted = rng.random(2000) < 0.1
+    records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
+                      trusted, ["a", "b"], "tabular")
+    tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=0.2, iterations=1, probe_steps=5,
+                            device="cpu")
+    core = balanced_core(y[trusted], tiny.core_floor, tiny.seed)
+    assert 0 < core.sum() < trusted.sum()
+    result = heal_and_select(records, tiny)
+    assert result.metrics["healing_core"] == core.sum()
+    # the gate measures the core's class mix, not the whole trusted set's
+    core_share = y[np.flatnonzero(trusted)[core]].mean()
+    assert result.metrics["prior_gap"] == pytest.approx(abs(core_share - y[~trusted].mean()), abs=1e-5)
+    assert result.metrics["collected_priors"] is True
+    # trusted records outside the core are not scored: the report covers collected records only
+    assert len(result.scores) == (~trusted).sum()
+    # core_floor=0: every trusted record heals, and nothing is spared by the second network
+    whole = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "core_floor": 0}))
+    assert whole.metrics["healing_core"] == trusted.sum() and whole.metrics["backed_not_unlearned"] == 0
