@@ -31,7 +31,7 @@ from connectors.record_ids import content_ids, find_duplicate
 from connectors.table_records import read_records
 from connectors.tables import count_rows, file_sha256, source_files
 from sanitizer import __version__
-from sanitizer.records import TRUSTED_SKEW, Records, concat
+from sanitizer.records import Records, class_skewed, concat
 
 
 def _inputs(source, role: str) -> list[dict]:
@@ -131,9 +131,9 @@ def ingest(collected_source, output: str | Path, *, label: str | None = "label",
     if empty:
         warnings.append(f"no trusted record for class(es) {', '.join(map(repr, empty))}: "
                         "the healed network cannot learn them from the trusted set")
-    present = np.flatnonzero(per_class)
-    rare, common = present[per_class[present].argmin()], present[per_class[present].argmax()]
-    if per_class[rare] * TRUSTED_SKEW < per_class[common]:
+    if class_skewed(per_class):
+        present = np.flatnonzero(per_class)
+        rare, common = present[per_class[present].argmin()], present[per_class[present].argmax()]
         warnings.append(f"the trusted set is class-skewed ({records.class_names[rare]!r}: "
                         f"{per_class[rare]} records, {records.class_names[common]!r}: {per_class[common]}): "
                         "vet about as many records of each class; a network healed on few records of a "

@@ -82,7 +82,7 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.records import TRUSTED_SKEW, Records
+from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, support, to_collected_priors,
                                undo_prior_shift)
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
@@ -178,12 +178,9 @@ def balanced_core(classes: np.ndarray, floor: int, seed: int,
     over ``classes``."""
     counts = np.bincount(classes)
     keep = np.ones(len(classes), dtype=bool)
-    if floor <= 0 or not len(classes):
+    if floor <= 0 or not class_skewed(counts, skew):
         return keep
-    present = counts[counts > 0]
-    if present.max() <= skew * present.min():
-        return keep
-    cap = max(int(present.min()), floor)
+    cap = max(int(counts[counts > 0].min()), floor)
     rng = np.random.default_rng(seed)
     for c in np.flatnonzero(counts > cap):
         members = np.flatnonzero(classes == c)
@@ -220,15 +217,17 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                             config.core_skew)
     t_idx = torch.from_numpy(all_trusted[in_core]).to(device)  # the core: heals, probes, priors
     every = torch.from_numpy(all_trusted).to(device)
-    core = torch.zeros_like(trusted)
-    core[t_idx] = True
     y_c = y[c_idx]
     n_c = len(collected_index)
     num_classes = records.num_classes
     y_top = torch.nn.functional.one_hot(y.argmax(1), num_classes).to(y.dtype)  # the labels' classes
     max_shift = config.max_shift if records.modality == "image" else 0
     trusted_set = TrainSet(x[t_idx], y[t_idx])
-    small_bs = max(8, min(config.batch_size, len(t_idx) // 4))
+    def heal_batch(n: int) -> int:
+        """Batch size of a heal on ``n`` trusted records: a quarter of them, 8 to batch_size."""
+        return max(8, min(config.batch_size, n // 4))
+
+    small_bs = heal_batch(len(t_idx))
     # the class mix the healed network learns, and how far the collected labels' mix is from it
     # (total variation): a random trusted sample differs by sampling noise plus at most the
     # poisoned share; a class-balanced one, against skewed collected data, by much more
@@ -294,12 +293,13 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     if not in_core.all():
         full = build_network(spec).to(device)
         run("heal", full, TrainSet(x[every], y[every]), config.seed_steps, config.lr,
-            max(8, min(config.batch_size, len(every) // 4)))
+            heal_batch(len(every)))
         backed = support(predict(full, c_idx), y_c) >= config.backed
         del full
 
     score_hist, selected_hist = [], []
-    repeat = torch.where(core, config.trusted_weight, 1).cpu()
+    repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
+    repeat[t_idx.cpu()] = config.trusted_weight
     held, spared = None, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
@@ -314,8 +314,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # 2d. train on trusted + accepted (their labels) + rejected (unlearned / relabelled / left out)
         targets = y.clone()
         use = trusted.clone()
-        rejected = ~accepted & (s >= config.unlearn_from) & ~backed
-        spared = int((~accepted & (s >= config.unlearn_from) & backed).sum())
+        sure = ~accepted & (s >= config.unlearn_from)
+        rejected = sure & ~backed
+        spared = int((sure & backed).sum())
         use[c_idx] = accepted | (rejected if config.rejected != "drop" else False)
         negative = torch.zeros_like(trusted)
         if config.rejected in ("relabel", "both"):

@@ -37,6 +37,14 @@ import numpy as np
 # rarest's records: ingest warns, and the engine heals its judging network on a balanced core.
 TRUSTED_SKEW = 3.0
 
+
+def class_skewed(counts: np.ndarray, skew: float = TRUSTED_SKEW) -> bool:
+    """Whether per-class record counts are class-skewed: the commonest class has more than
+    ``skew`` times the records of the rarest class present (classes with no record are left out)."""
+    counts = np.asarray(counts)
+    present = counts[counts > 0]
+    return bool(len(present) and present.max() > skew * present.min())
+
 MODALITIES = ("image", "tabular", "audio", "text")
 
 
