@@ -53,12 +53,22 @@ The loop, every knob in :class:`HealSelectConfig`:
       has seen other poisoned records (the backdoor transfers), so its lift is near 1 -- also
       for a soft "low-confidence" label, which the relative scale lifts to the same height; a
       hard clean record's label does not transfer, and an easy one was agreed with already.
-      Records below ``threshold`` are accepted.
+      Records below ``threshold`` are accepted. The rejected ones then face a **dominance
+      test**: each is superimposed (:func:`superimpose`, STRIP's overlay) on ``partners`` trusted
+      records of the class the healed network believes it to be, and the probes that did not
+      train on it say how much they still back its label over the partner alone. A trigger
+      dominates what it is laid over; the label of a hard clean record gives way to the
+      partner's content. The suspicion is scaled by ``min(1, dominance / full_dominance)``
+      (:func:`sanitizer.scoring.scale_by_dominance`): on Fashion-MNIST with a blended trigger it
+      took the flags' precision from 0.85 to 0.93 at the same recall. Selection stays on the
+      lift, so a demoted poisoned record is still not trained on. Tabular rows have no overlay
+      and keep the lift.
    d. **Train** the healed network on the trusted set (repeated ``trusted_weight`` times) and the
       accepted records with their labels. Rejected records with suspicion of at least
       ``unlearn_from`` train by *negative learning* (``rejected="unlearn"``: their given label is
       pushed down), which erases the trigger-to-label link that a few leaked poisoned records
-      would otherwise implant; rejected records below it are left out. (Unlearning every
+      would otherwise implant; rejected records below it -- also those the dominance test
+      demoted -- are left out. (Unlearning every
       rejected record also pushed hard *clean* records away from their true class: 2-8 points
       of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) With a core, rejected
       records whose label the every-trusted-record network backs with support of at least
@@ -83,8 +93,8 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
-from sanitizer.scoring import (agreement, disagreement, lift, support, to_collected_priors,
-                               undo_prior_shift)
+from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, support,
+                               to_collected_priors, undo_prior_shift)
 from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -112,6 +122,8 @@ class HealSelectConfig:
     core_floor: int = 30          # ... in which each class keeps max(rarest class's count, this)
     backed: float = 0.9           # with a core, a rejected record that a network healed on every
                                   # trusted record backs this firmly is left out, not unlearned
+    partners: int = 4             # superimpositions per rejected record in the dominance test (0 = off)
+    full_dominance: float = 0.2   # a rejected record's suspicion is scaled by min(1, its dominance / this)
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
                                   # the core's class mix is this far from theirs (1 = never)
@@ -188,6 +200,26 @@ def balanced_core(classes: np.ndarray, floor: int, seed: int,
     return keep
 
 
+def can_superimpose(modality: str) -> bool:
+    """Whether :func:`superimpose` knows how to overlay two records of ``modality``."""
+    return modality in ("image", "audio", "text")
+
+
+def superimpose(a: torch.Tensor, b: torch.Tensor, modality: str) -> torch.Tensor:
+    """Records ``a`` overlaid with records ``b``, row by row, so that both contents are present
+    at once (STRIP's perturbation, Gao et al. 2019, arXiv 1902.06531): images are added and
+    clipped at 255 (a patch or an additive pattern survives where it was), waveforms are
+    added, token sequences are joined (``a``'s tokens, then ``b``'s; the text network pools over
+    all of them). Tabular rows have no such overlay: :func:`can_superimpose` says which do."""
+    if modality == "image":
+        return (a.to(torch.int16) + b.to(torch.int16)).clamp_(max=255).to(torch.uint8)
+    if modality == "audio":
+        return a + b
+    if modality == "text":
+        return torch.cat([a, b], dim=1)
+    raise ValueError(f"records of modality {modality!r} cannot be superimposed")
+
+
 def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                     progress: Progress | None = None) -> HealSelectResult:
     """Train a hardened network on ``records`` and score every collected record.
@@ -251,13 +283,16 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         sync()
         timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
 
-    def predict(model, index) -> torch.Tensor:
+    def predict_inputs(model, inputs) -> torch.Tensor:
         sync()
         t0 = time.perf_counter()
-        p = predict_proba(model, x[index])
+        p = predict_proba(model, inputs)
         sync()
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
         return p
+
+    def predict(model, index) -> torch.Tensor:
+        return predict_inputs(model, x[index])
 
     def backdoor_test(model, suspects: torch.Tensor, healed: torch.Tensor) -> torch.Tensor:
         """Probabilities from probes fine-tuned on suspects: the suspects of one half are
@@ -267,10 +302,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         own."""
         where = torch.nonzero(suspects).squeeze(1)
         if len(where) < 2:
-            return healed
+            return healed, []
         held = torch.zeros(n_c, num_classes, device=device)
         halves = where[torch.randperm(len(where), generator=g).to(device)].chunk(2)
         rest = torch.nonzero(~suspects).squeeze(1)
+        probes = []
         for train_half, test_half in ((halves[0], halves[1]), (halves[1], halves[0])):
             probe = copy.deepcopy(model)
             index = torch.cat([t_idx, c_idx[train_half]])
@@ -282,8 +318,66 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                 p = undo_prior_shift(p, p[n_test:], healed[rest], max_division)
             held[test_half] = p[:n_test]
             held[rest] += 0.5 * p[n_test:]
-            del probe
-        return held
+            blind = torch.ones(n_c, dtype=torch.bool, device=device)  # records it did not train on
+            blind[train_half] = False
+            probes.append((probe, blind))
+        return held, probes
+
+    def dominance_test(probes, candidates: torch.Tensor, judged: torch.Tensor) -> torch.Tensor:
+        """Step 2c's second half: for each candidate, how much the probes that did not train on
+        it still back its label when the record is superimposed on a trusted record of the class
+        the healed network believes (``judged``; a random other class where it believes the
+        label), less what they back that label with on the partner alone. The mean over
+        ``partners`` partners and over the blind probes, one value per candidate."""
+        where = torch.nonzero(candidates).squeeze(1)
+        total = torch.zeros(len(where), device=device)
+        count = torch.zeros(len(where), device=device)
+        label = y_c[where].argmax(1)
+        believed = judged[where].argmax(1)
+        other = (label + torch.randint(1, max(2, num_classes), label.shape,
+                                       generator=g_partner).to(device)) % num_classes
+        believed = torch.where(believed == label, other, believed)
+        for _ in range(config.partners):
+            partner = core_member(believed)
+            for probe, blind in probes:
+                mine = torch.nonzero(blind[where]).squeeze(1)
+                if len(mine) == 0:
+                    continue
+                rows, alone = c_idx[where[mine]], partner[mine]
+                mixed = superimpose(x[rows], x[alone], records.modality)
+                gain = predict_inputs(probe, mixed) - predict(probe, alone)
+                total[mine] += gain.gather(1, label[mine, None]).squeeze(1)
+                count[mine] += 1
+        return total / count.clamp(min=1)
+
+    def dominance_scaled(s: torch.Tensor, probes, judged: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The suspicion of records at or above ``threshold`` scaled by their dominance
+        (:func:`sanitizer.scoring.scale_by_dominance`), and how many of them it took below
+        ``threshold``. Unchanged where there is no probe or the modality cannot be superimposed."""
+        candidates = s >= config.threshold
+        if not probes or config.partners <= 0 or not can_superimpose(records.modality) \
+                or not candidates.any():
+            return s, 0
+        s = s.clone()
+        s[candidates] = scale_by_dominance(s[candidates],
+                                           dominance_test(probes, candidates, judged),
+                                           config.full_dominance)
+        return s, int((candidates & (s < config.threshold)).sum())
+
+    core_classes = y[t_idx].argmax(1)
+    g_partner = torch.Generator().manual_seed(config.seed + 1)  # own stream: training's is untouched
+
+    def core_member(classes: torch.Tensor) -> torch.Tensor:
+        """A random trusted core record of each given class (any core record where the core
+        has none of that class)."""
+        pick = t_idx[torch.randint(0, len(t_idx), classes.shape, generator=g_partner).to(device)]
+        for c in torch.unique(classes).tolist():
+            members = t_idx[core_classes == c]
+            at = classes == c
+            if len(members) and at.any():
+                pick[at] = members[torch.randint(0, len(members), (int(at.sum()),),
+                                                 generator=g_partner).to(device)]
+        return pick
 
     # 1. heal from scratch on the trusted set (its core)
     model = build_network(spec).to(device)
@@ -300,17 +394,19 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     score_hist, selected_hist = [], []
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
     repeat[t_idx.cpu()] = config.trusted_weight
-    held, spared = None, 0
+    held, probes, spared, demoted = None, [], 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
         if use_collected_priors:
             probs = to_collected_priors(probs, trusted_prior)
-        held = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold, probs)
+        held, probes = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold,
+                                     probs)
         s = lift(held, probs, y_c)
-        score_hist.append(s)
         accepted = s < config.threshold
         selected_hist.append(accepted)
+        s, demoted = dominance_scaled(s, probes, probs)
+        score_hist.append(s)
         # 2d. train on trusted + accepted (their labels) + rejected (unlearned / relabelled / left out)
         targets = y.clone()
         use = trusted.clone()
@@ -338,13 +434,15 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         held = torch.ones_like(probs) / num_classes
         s = 1.0 - agreement(probs, y_c)
     else:
-        s = lift(held, probs, y_c)
+        s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
     score_hist.append(s)
+    del probes
     t_probs = predict(model, every)
     metrics = {
         "trusted_accuracy": float((t_probs.argmax(1) == y[every].argmax(1)).float().mean()),
         "healing_core": int(len(t_idx)),
         "backed_not_unlearned": spared,
+        "demoted_by_dominance": demoted,
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,

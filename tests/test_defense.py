@@ -8,12 +8,15 @@ proves nothing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
-from sanitizer.heal_and_select import HealSelectConfig, balanced_core, heal_and_select
+from sanitizer.heal_and_select import (HealSelectConfig, balanced_core, can_superimpose,
+                                       heal_and_select, superimpose)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -143,3 +146,47 @@ def test_the_engine_judges_with_the_core_and_scores_only_collected_records():
     # core_floor=0: every trusted record heals, and nothing is spared by the second network
     whole = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "core_floor": 0}))
     assert whole.metrics["healing_core"] == trusted.sum() and whole.metrics["backed_not_unlearned"] == 0
+
+
+def test_superimpose_keeps_both_records_and_a_trigger_where_it_was():
+    a = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
+    a[:, :, -2:, -2:] = 255                                   # a white patch in the corner
+    b = torch.full((2, 1, 4, 4), 100, dtype=torch.uint8)
+    m = superimpose(a, b, "image")
+    assert m.dtype == torch.uint8 and (m[:, :, -2:, -2:] == 255).all() and (m[:, :, 0, 0] == 100).all()
+    wave = superimpose(torch.ones(2, 8) * 0.5, torch.ones(2, 8) * -0.25, "audio")
+    assert torch.allclose(wave, torch.full((2, 8), 0.25))
+    ids = superimpose(torch.tensor([[5, 9, 0]]), torch.tensor([[7, 0, 0]]), "text")
+    assert ids.tolist() == [[5, 9, 0, 7, 0, 0]]               # every token of both, padding kept
+    assert not can_superimpose("tabular")
+    with pytest.raises(ValueError, match="tabular"):
+        superimpose(torch.zeros(1, 3), torch.zeros(1, 3), "tabular")
+
+
+def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
+    # The blended trigger is laid over the whole image, so the healed network also rejects hard
+    # clean records whose labels transfer in the probe. Laid over a record of the class the
+    # healed network believes in, a triggered record keeps its label and a clean one gives way.
+    records, _, _ = fmnist_records(fmnist)
+    # 6 trusted images per class (2%): a weak healed network that rejects hard clean records
+    y = records.labels.argmax(1)
+    rng = np.random.default_rng(5)
+    trusted = np.zeros(len(y), bool)
+    for c in range(10):
+        trusted[rng.permutation(np.flatnonzero(y == c))[:6]] = True
+    records = dataclasses.replace(records, trusted=trusted)
+    result = poison(records, AttackConfig(kind="blend", target=0, rate=0.1, seed=3))
+    res = heal_and_select(result.records, FAST)
+    truth = result.poisoned[res.collected_index]
+    rejected = ~res.selected_history[-1]                  # lift >= threshold in the last round
+    demoted = rejected & (res.score_history[-2] < FAST.threshold)
+    print(f"rejected {rejected.sum()} ({(rejected & truth).sum()} poisoned), demoted "
+          f"{demoted.sum()} ({(demoted & truth).sum()} poisoned)")
+    assert res.metrics["demoted_by_dominance"] > 0
+    assert demoted.sum() >= 5, "too few rejections were demoted to judge the test"
+    assert (demoted & ~truth).sum() >= 0.8 * demoted.sum()
+    assert (demoted & ~truth).sum() / max(1, (rejected & ~truth).sum()) >= 0.3
+    # partners=0: no test, nothing demoted, the scores are the lift
+    off = heal_and_select(result.records, HealSelectConfig(**{**FAST.to_dict(), "partners": 0}))
+    assert off.metrics["demoted_by_dominance"] == 0
+    assert ((off.score_history[-2] >= FAST.threshold) == ~off.selected_history[-1]).all()

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, support, to_collected_priors, undo_prior_shift)
+                               flag, lift, rank, scale_by_dominance, support, to_collected_priors,
+                               undo_prior_shift)
 
 
 def t(rows) -> torch.Tensor:
@@ -68,6 +69,16 @@ def test_lift_scales_soft_labels_to_their_own_weight():
     assert lift(half, healed, soft).item() == pytest.approx(0.5)
     # the unscaled gain would have been 0.6 and 0.3: under the engine's 0.5 threshold at half
     assert (half[0, 1] - healed[0, 1]).item() < 0.5
+
+
+def test_scale_by_dominance_keeps_dominant_labels_and_demotes_those_that_give_way():
+    scores = t([0.9, 0.9, 0.9, 0.6, 1.0])
+    dominance = t([0.95, 0.2, 0.1, 0.05, -0.3])
+    # at or above `full` nothing changes; below it the score falls in proportion; negative = 0
+    assert scale_by_dominance(scores, dominance, 0.2).tolist() == pytest.approx(
+        [0.9, 0.9, 0.45, 0.15, 0.0])
+    assert scale_by_dominance(scores, dominance, 1.0).tolist() == pytest.approx(
+        [0.855, 0.18, 0.09, 0.03, 0.0])
 
 
 def test_undo_prior_shift_removes_a_shift_of_priors_and_keeps_a_trigger():
