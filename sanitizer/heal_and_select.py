@@ -61,10 +61,11 @@ The loop, every knob in :class:`HealSelectConfig`:
       partner's content. The suspicion is scaled by ``min(1, dominance / full_dominance)``
       (:func:`sanitizer.scoring.scale_by_dominance`): flag precision at the default cut rose
       from 0.85-0.93 to 0.92-0.97 on Fashion-MNIST's all-to-one attacks, and accuracy rose
-      where clean records had been unlearned (spoken digits, noise burst: 97.0% -> 99.3%). Selection stays on the
-      lift, so a demoted poisoned record is still not trained on. Tabular rows have no overlay
-      and keep the lift. (All-to-all triggers dominate less -- the overlay adds more of the
-      true class the trigger has to overturn -- so there it costs 0.02-0.05 of AUROC.)
+      where clean records had been unlearned (spoken digits, noise burst: 97.0% -> 99.3%).
+      Selection stays on the lift, so a demoted poisoned record is still not trained on.
+      Tabular rows have no overlay and keep the lift. (All-to-all triggers dominate less -- the
+      overlay adds more of the true class the trigger has to overturn -- so there it costs
+      0.02-0.05 of AUROC.)
    d. **Train** the healed network on the trusted set (repeated ``trusted_weight`` times) and the
       accepted records with their labels. Rejected records with suspicion of at least
       ``unlearn_from`` train by *negative learning* (``rejected="unlearn"``: their given label is
