@@ -340,13 +340,13 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         other = (label + torch.randint(1, max(2, num_classes), label.shape,
                                        generator=g_partner).to(device)) % num_classes
         believed = torch.where(believed == label, other, believed)
+        # each probe judges the candidates it did not train on (fixed across partners)
+        judges = [(probe, mine, c_idx[where[mine]]) for probe, blind in probes
+                  for mine in [torch.nonzero(blind[where]).squeeze(1)] if len(mine)]
         for _ in range(config.partners):
             partner = core_member(believed)
-            for probe, blind in probes:
-                mine = torch.nonzero(blind[where]).squeeze(1)
-                if len(mine) == 0:
-                    continue
-                rows, alone = c_idx[where[mine]], partner[mine]
+            for probe, mine, rows in judges:
+                alone = partner[mine]
                 mixed = superimpose(x[rows], x[alone], records.modality)
                 gain = predict_inputs(probe, mixed) - predict(probe, alone)
                 total[mine] += gain.gather(1, label[mine, None]).squeeze(1)
