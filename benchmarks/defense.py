@@ -18,7 +18,9 @@ Methods, each on the same poisoned records in the same run:
 
 Measured: clean test accuracy, attack success rate (ASR: share of triggered test records of
 other classes classified as the target), detection AUROC and precision / recall / F1 of the flags
-at the default threshold, wall time. A Markdown table (with machine, commit and command) goes to stdout; with ``--write`` also into
+at the default threshold, how many collected records were flagged, wall time. Each modality
+also runs ``clean`` (nothing poisoned): its flags are false alarms and its accuracy against
+plain training is what the defense costs data that holds no backdoor. A Markdown table (with machine, commit and command) goes to stdout; with ``--write`` also into
 ``benchmarks/RESULTS.md`` between markers and, machine-readable, ``benchmarks/results-<config>.json``.
 
 Data comes from ``../shared/data`` (see its README); nothing is downloaded.
@@ -54,7 +56,10 @@ from sanitizer.training import pick_device, predict_proba, resident  # noqa: E40
 
 SHARED = ROOT.parent / "shared" / "data"
 
+# "clean": nothing poisoned -- what the defense costs a data set that holds no backdoor (its
+# flags are all false alarms; no ASR, no oracle, which would be plain training again)
 IMAGE_ATTACKS = {
+    "clean": None,
     "badnets": dict(kind="badnets"),
     "badnets-all2all": dict(kind="badnets", target=None),
     "blend": dict(kind="blend"),
@@ -64,6 +69,7 @@ IMAGE_ATTACKS = {
     "badnets-cleanlabel": dict(kind="badnets", clean_label=True),
 }
 AUDIO_ATTACKS = {
+    "clean": None,
     "tone": dict(kind="tone"),
     "burst": dict(kind="burst"),
     "tone-all2all": dict(kind="tone", target=None),
@@ -71,6 +77,7 @@ AUDIO_ATTACKS = {
     "tone-cleanlabel": dict(kind="tone", clean_label=True),
 }
 TEXT_ATTACKS = {
+    "clean": None,
     "word": dict(kind="word"),
     "word-all2all": dict(kind="word", target=None),
     "word-lowconf": dict(kind="word", low_confidence=0.64),
@@ -168,6 +175,8 @@ def model_inputs(records: Records):
 def evaluate(model: torch.nn.Module, s: Split, result, encode) -> tuple[float, float]:
     dev = torch.device("cpu")
     pred = predict_proba(model, resident(encode(s.x_test), dev)).argmax(1).numpy()
+    if result is None:  # nothing poisoned, no trigger to test
+        return accuracy(pred, s.y_test), float("nan")
     x_bd, y_bd, _ = triggered_test_set(s.x_test, s.y_test, result)
     pred_bd = predict_proba(model, resident(encode(x_bd), dev)).argmax(1).numpy()
     return accuracy(pred, s.y_test), attack_success_rate(pred_bd, y_bd)
@@ -177,12 +186,18 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
              methods: list[str], device: str, engine: dict | None = None,
              sampling: str = "balanced") -> list[dict]:
     records = make_records(s, trusted_share, seed, sampling)
-    result = poison(records, AttackConfig(**ATTACKS[s.modality][attack], rate=rate, seed=seed))
-    poisoned = result.poisoned
-    train_records, encode = model_inputs(result.records)
+    attack_spec = ATTACKS[s.modality][attack]
+    if attack_spec is None:
+        result, rate, poisoned = None, 0.0, np.zeros(len(records), dtype=bool)
+        methods = [m for m in methods if m != "oracle"]
+    else:
+        result = poison(records, AttackConfig(**attack_spec, rate=rate, seed=seed))
+        poisoned = result.poisoned
+    train_records, encode = model_inputs(result.records if result is not None else records)
     rows = []
     base = dict(attack=attack, rate=rate, trusted_share=trusted_share,
-                records=len(records), poisoned=int(poisoned.sum()), trusted=int(records.trusted.sum()))
+                records=len(records), poisoned=int(poisoned.sum()), trusted=int(records.trusted.sum()),
+                collected=int((~records.trusted).sum()))
     for method in methods:
         t0 = time.perf_counter()
         row = dict(base, method=method)
@@ -198,6 +213,8 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
             det = detection_report(res.scores, flags, truth)
             row.update(auroc=det["auroc"], precision=det["precision"], recall=det["recall"], f1=det["f1"],
                        flagged=int(flags.sum()))
+            if not truth.any():  # every flag is a false alarm: only their number means anything
+                row.update(auroc=None, precision=None, recall=None, f1=None)
         else:
             from benchmarks.peers import run_peer
             model, det = run_peer(method, train_records, poisoned, epochs=epochs, seed=seed, device=device)
@@ -239,13 +256,14 @@ def fmt(v) -> str:
 def table(rows: list[dict], command: str, config: str) -> str:
     lines = [f"### Defense benchmark, `{config}` configuration",
              "", f"Machine: {machine()}. Commit: `{commit()}`. Command: `{command}`.", "",
-             "| data | attack | poison | trusted | method | clean acc | ASR | AUROC | precision | recall | F1 | time s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| data | attack | poison | trusted | method | clean acc | ASR | AUROC | precision | recall | F1 | flagged | time s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append("| " + " | ".join([
             r["data"], r["attack"], f"{r['rate']:.0%}", f"{r['trusted_share']:.1%}", r["method"],
             fmt(r["clean_accuracy"]), fmt(r["asr"]), fmt(r.get("auroc")), fmt(r.get("precision")),
-            fmt(r.get("recall")), fmt(r.get("f1")), f"{r['seconds']:.1f}"]) + " |")
+            fmt(r.get("recall")), fmt(r.get("f1")),
+            f"{r['flagged']} / {r['collected']}" if "flagged" in r else "—", f"{r['seconds']:.1f}"]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,8 @@ file                 what it holds
                      ``predicted_label``, ``confidence`` (of the prediction), ``score``
                      (suspicion, 1 = most likely poisoned), ``heldout_agreement``,
                      ``score_history`` (suspicion at each scoring, list) and
-                     ``selected_history`` (accepted in each iteration, list)
+                     ``selected_history`` (accepted in each iteration, list),
+                     ``unlearned_history`` (rejected and unlearned in each iteration, list)
 ``metrics.json``     timings and training figures
 ``run.json``         the run manifest: tool and library versions, seed, argv, device, the
                      dataset folder and the hashes of its inputs, class names

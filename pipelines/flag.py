@@ -2,7 +2,8 @@
 
 One row per collected record, most suspect first: ``rank``, ``id``, ``contributor``,
 ``given_label``, ``predicted_label``, ``score`` (1 = most likely poisoned), ``score_min`` /
-``score_max`` / ``times_rejected`` (the record's trajectory over the iterations), ``flagged`` and
+``score_max`` / ``times_rejected`` / ``times_unlearned`` (the record's trajectory over the
+iterations; unlearned: rejected and trained away from its label), ``flagged`` and
 a short ``reason``. A second table summarises contributors (records, flagged rate, z and
 p-value against the overall rate). Optionally the collected records are split into a clean and
 a quarantined Parquet file (the dataset folder is not touched).
@@ -34,6 +35,8 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     held = s["heldout_agreement"].to_numpy()
     history = np.stack(s["score_history"].to_numpy()) if len(s) else np.zeros((0, 1))
     rejected = np.stack(s["selected_history"].to_numpy()) if len(s) else np.zeros((0, 1), bool)
+    unlearned = (np.stack(s["unlearned_history"].to_numpy()) if len(s) and "unlearned_history" in s.columns
+                 else np.zeros((len(s), 1), bool))  # runs written before the column existed
     report = pl.DataFrame({
         "rank": rank(scores),
         "id": s["id"],
@@ -44,6 +47,7 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "score_min": history.min(axis=1).astype(np.float32),
         "score_max": history.max(axis=1).astype(np.float32),
         "times_rejected": (~rejected.astype(bool)).sum(axis=1).astype(np.int32),
+        "times_unlearned": unlearned.astype(bool).sum(axis=1).astype(np.int32),
         "flagged": flags,
         "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes),
     }).sort("rank")

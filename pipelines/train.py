@@ -43,6 +43,7 @@ def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
         "heldout_agreement": result.heldout_agreement.astype(np.float32),
         "score_history": result.score_history.T.astype(np.float32),
         "selected_history": result.selected_history.T,
+        "unlearned_history": result.unlearned_history.T,
     })
 
 

@@ -73,7 +73,16 @@ The loop, every knob in :class:`HealSelectConfig`:
       would otherwise implant; rejected records below it -- also those the dominance test
       demoted -- are left out. (Unlearning every
       rejected record also pushed hard *clean* records away from their true class: 2-8 points
-      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) With a core, rejected
+      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) Before a record is
+      unlearned it faces a **look-alike test**: its ``look_alikes`` nearest non-suspects in the
+      network's feature space (:func:`sanitizer.training.embed`) are asked how far the probes
+      moved *them* towards the record's label. A trigger's lift is the record's own; when two
+      classes simply look alike (debt-collection complaints that read like credit-report ones,
+      a trusted set with 21 of each) the probe learned a content rule and the look-alikes
+      labelled otherwise moved too. Only a record with at least ``specific_lift`` of its lift
+      its own (:func:`sanitizer.scoring.specific_lift`) is unlearned; the others are left out.
+      On clean complaints this kept the engine from unlearning ~150 clean records and lifted the
+      served model's accuracy from 71.0% to 80.3% (plain training 83.0%). With a core, rejected
       records whose label the every-trusted-record network backs with support of at least
       ``backed`` are left out too: the core-healed judge knows the common classes from few
       records and rejects some of their clean members, and unlearning those cost SMS 10-15
@@ -96,9 +105,9 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
-from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, support,
-                               to_collected_priors, undo_prior_shift)
-from sanitizer.training import (TrainSet, optimise, pick_device, predict_proba, resident,
+from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
+                               support, to_collected_priors, undo_prior_shift)
+from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
 
@@ -127,6 +136,8 @@ class HealSelectConfig:
                                   # trusted record backs this firmly is left out, not unlearned
     partners: int = 4             # superimpositions per rejected record in the dominance test (0 = off)
     full_dominance: float = 0.2   # a rejected record's suspicion is scaled by min(1, its dominance / this)
+    look_alikes: int = 10         # non-suspects nearest to each sure rejection in the look-alike test (0 = off)
+    specific_lift: float = 0.5    # a sure rejection is unlearned only if this much of its lift is its own
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
                                   # the core's class mix is this far from theirs (1 = never)
@@ -173,6 +184,7 @@ class HealSelectResult:
     scores: np.ndarray                 # final suspicion per collected record, 1 = most suspect
     score_history: np.ndarray          # (iterations + 1, n_collected) suspicion at each scoring
     selected_history: np.ndarray       # (iterations, n_collected) accepted in each iteration
+    unlearned_history: np.ndarray      # (iterations, n_collected) rejected and unlearned in each
     probs: np.ndarray                  # (n_collected, K) final healed network's probabilities
     heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     timings: dict = field(default_factory=dict)
@@ -367,6 +379,33 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                                            config.full_dominance)
         return s, int((candidates & (s < config.threshold)).sum())
 
+    def look_alike_test(model, sure: torch.Tensor, suspects: torch.Tensor, held: torch.Tensor,
+                        judged: torch.Tensor) -> torch.Tensor:
+        """Step 2d's gate: which of the ``sure`` rejections keep at least ``specific_lift`` of
+        their lift beyond their look-alikes' (:func:`sanitizer.scoring.specific_lift`). The
+        look-alikes of a record are the ``look_alikes`` non-suspects nearest to it by cosine
+        similarity of ``model``'s features; ``held`` and ``judged`` are the backdoor test's and
+        the healed network's probabilities. Everyone passes when the test is off or there are
+        no non-suspects."""
+        where = torch.nonzero(sure).squeeze(1)
+        pool = torch.nonzero(~suspects).squeeze(1)
+        k = min(config.look_alikes, len(pool))
+        passed = sure.clone()
+        if k <= 0 or not len(where):
+            return passed
+        sync()
+        t0 = time.perf_counter()
+        pool_features = embed(model, x[c_idx[pool]])
+        for chunk in where.split(2048):
+            similar = embed(model, x[c_idx[chunk]]) @ pool_features.T
+            alike = pool[similar.topk(k, dim=1).indices]          # (chunk, k) collected positions
+            own = specific_lift(held[chunk], judged[chunk], y_c[chunk],
+                                held[alike], judged[alike], y_c[alike])
+            passed[chunk] = own >= config.specific_lift
+        sync()
+        timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
+        return passed
+
     core_classes = y[t_idx].argmax(1)
     g_partner = torch.Generator().manual_seed(config.seed + 1)  # own stream: training's is untouched
 
@@ -394,17 +433,17 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         backed = support(predict(full, c_idx), y_c) >= config.backed
         del full
 
-    score_hist, selected_hist = [], []
+    score_hist, selected_hist, unlearned_hist = [], [], []
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
     repeat[t_idx.cpu()] = config.trusted_weight
-    held, probes, spared, demoted = None, [], 0, 0
+    held, probes, spared, demoted, alike = None, [], 0, 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = predict(model, c_idx)
         if use_collected_priors:
             probs = to_collected_priors(probs, trusted_prior)
-        held, probes = backdoor_test(model, disagreement(probs, y_c) >= config.suspect_threshold,
-                                     probs)
+        suspects = disagreement(probs, y_c) >= config.suspect_threshold
+        held, probes = backdoor_test(model, suspects, probs)
         s = lift(held, probs, y_c)
         accepted = s < config.threshold
         selected_hist.append(accepted)
@@ -414,8 +453,12 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         targets = y.clone()
         use = trusted.clone()
         sure = ~accepted & (s >= config.unlearn_from)
-        rejected = sure & ~backed
+        specific = look_alike_test(model, sure & ~backed, suspects, held, probs)
+        rejected = sure & ~backed & specific
         spared = int((sure & backed).sum())
+        alike = int((sure & ~backed & ~specific).sum())
+        unlearned_hist.append(rejected if config.rejected in ("unlearn", "both") else
+                              torch.zeros_like(rejected))
         use[c_idx] = accepted | (rejected if config.rejected != "drop" else False)
         negative = torch.zeros_like(trusted)
         if config.rejected in ("relabel", "both"):
@@ -446,6 +489,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "healing_core": int(len(t_idx)),
         "backed_not_unlearned": spared,
         "demoted_by_dominance": demoted,
+        "left_out_for_look_alikes": alike,
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,
@@ -459,6 +503,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         score_history=torch.stack(score_hist).cpu().numpy(),
         selected_history=(torch.stack(selected_hist).cpu().numpy() if selected_hist
                           else np.zeros((0, n_c), dtype=bool)),
+        unlearned_history=(torch.stack(unlearned_hist).cpu().numpy() if unlearned_hist
+                           else np.zeros((0, n_c), dtype=bool)),
         probs=probs.cpu().numpy(),
         heldout_agreement=agreement(held, y_c).cpu().numpy(),
         timings=timings, metrics=metrics,

@@ -84,6 +84,36 @@ def scale_by_dominance(scores: torch.Tensor, dominance: torch.Tensor, full: floa
     return scores * (dominance.clamp(min=0.0) / full).clamp(max=1.0)
 
 
+def specific_lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Tensor,
+                  alike_probe: torch.Tensor, alike_healed: torch.Tensor,
+                  alike_labels: torch.Tensor) -> torch.Tensor:
+    """How much of each record's lift is its own: the probe's gain on the record's labelled class
+    ``c`` less the mean gain towards ``c`` on its *look-alikes* that are labelled otherwise
+    (a mean below 0 counts as 0), relative to the label's weight on ``c``, clipped to [0, 1].
+
+    ``probe_probs``, ``healed_probs``, ``labels``: ``(n, K)`` for the records; ``alike_*``:
+    ``(n, k, K)`` for each record's ``k`` look-alikes (records the healed network saw as similar
+    that were not suspects). A look-alike with the record's own class is ignored (its label is
+    backed already); a record with none labelled otherwise keeps its whole lift.
+
+    A trigger's lift is specific: a probe that learned "trigger -> target" backs the target on
+    the triggered record and not on clean records of the same content. A *content* rule is not:
+    when two classes look alike and the trusted set shows few of either (debt-collection
+    complaints that read like credit-report complaints), a probe fine-tuned on the hard members
+    of one class also pulls the other class's look-alikes towards it. Measured on clean
+    complaints (no poison, 76 trusted records), the first round's rejected records kept a
+    median lift of 0.72 while their look-alikes gained 0.34; a BadNets patch on Fashion-MNIST
+    kept 0.98 against 0.05."""
+    top, weight = _top_class(labels)
+    own = (probe_probs.gather(1, top) - healed_probs.gather(1, top)).squeeze(1)
+    k = alike_probe.shape[1]
+    cls = top[:, None, :].expand(-1, k, 1)
+    alike_gain = (alike_probe.gather(2, cls) - alike_healed.gather(2, cls)).squeeze(2)
+    other = (alike_labels.argmax(dim=2) != top).to(alike_gain.dtype)
+    shared = ((alike_gain * other).sum(dim=1) / other.sum(dim=1).clamp(min=1)).clamp(min=0.0)
+    return ((own - shared) / weight).clamp_(0.0, 1.0)
+
+
 def _reweight(probs: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """Each prediction times a per-class ``ratio`` of priors, renormalised per record: the prior
     adjustment both :func:`undo_prior_shift` and :func:`to_collected_priors` make."""

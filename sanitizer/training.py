@@ -172,15 +172,28 @@ def optimise(model: nn.Module, data: TrainSet, *, steps: int, batch_size: int, l
     return total / max(1, math.ceil(steps / 50))
 
 
-@torch.inference_mode()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Softmax probabilities for every record, in large batches, in inference mode (16384 on a
-    GPU; 512 on a CPU, where a smaller batch stays in cache)."""
+def _batched(model: nn.Module, x: torch.Tensor, batch_size: int | None, output) -> torch.Tensor:
+    """``output(model, batch)`` for every record, in large batches (16384 on a GPU; 512 on a
+    CPU, where a smaller batch stays in cache), in eval mode, bf16 autocast on CUDA."""
     model.eval()
     device = x.device
     batch_size = batch_size or (16384 if device.type == "cuda" else 512)
     out = []
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for i in range(0, len(x), batch_size):
-            out.append(F.softmax(model(as_input(x[i:i + batch_size])).float(), dim=1))
+            out.append(output(model, as_input(x[i:i + batch_size])).float())
     return torch.cat(out) if out else torch.zeros((0, 0), device=device)
+
+
+@torch.inference_mode()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Softmax probabilities for every record, in large batches, in inference mode."""
+    return _batched(model, x, batch_size, lambda m, b: F.softmax(m(b).float(), dim=1))
+
+
+@torch.inference_mode()
+def embed(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Unit-length feature vectors (the network's ``features``, the layer under its classifier)
+    for every record, batched as :func:`predict_proba` is: the space in which the engine finds
+    each record's look-alikes by cosine similarity."""
+    return F.normalize(_batched(model, x, batch_size, lambda m, b: m.features(b)), dim=1)

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from connectors.table_records import read_records
+from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
 from sanitizer.heal_and_select import (HealSelectConfig, balanced_core, can_superimpose,
                                        heal_and_select, superimpose)
@@ -186,7 +188,52 @@ def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
     assert demoted.sum() >= 5, "too few rejections were demoted to judge the test"
     assert (demoted & ~truth).sum() >= 0.8 * demoted.sum()
     assert (demoted & ~truth).sum() / max(1, (rejected & ~truth).sum()) >= 0.3
+    # the look-alike test leaves (almost) every sure poisoned rejection to be unlearned: a
+    # trigger's lift is the record's own (measured: 108 of 110 unlearned)
+    sure = rejected & (res.score_history[-2] >= FAST.unlearn_from)
+    unlearned = res.unlearned_history[-1]
+    assert (sure & truth).sum() >= 50 and not (unlearned & ~sure).any()
+    assert (sure & truth & unlearned).sum() >= 0.9 * (sure & truth).sum()
     # partners=0: no test, nothing demoted, the scores are the lift
     off = heal_and_select(result.records, HealSelectConfig(**{**FAST.to_dict(), "partners": 0}))
     assert off.metrics["demoted_by_dominance"] == 0
     assert ((off.score_history[-2] >= FAST.threshold) == ~off.selected_history[-1]).all()
+
+
+def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another(shared_data):
+    # Clean complaints, nothing poisoned: 21 trusted records per product (all 13 of the rarest).
+    # Debt-collection complaints often read like credit-report ones, the healed network rejects
+    # many of them, and a probe fine-tuned on some backs the rest: their lift is high. Their
+    # look-alikes labelled "credit reporting" were pulled along -- a content rule, not a
+    # trigger -- so the look-alike test must leave many of them out instead of unlearning them.
+    path = shared_data / "cfpb_complaints" / "cfpb_sample_b.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    records = read_records(path, label="product", text="narrative")
+    # the split and the trusted draw of `benchmarks/defense.py --config audio-text` at seed 0
+    test = np.random.default_rng(0).random(len(records)) < 0.2
+    y = records.hard_labels
+    train = records.subset(~test)
+    rng = np.random.default_rng(1)
+    trusted = np.zeros(len(train.labels), bool)
+    for c in range(records.num_classes):
+        trusted[rng.permutation(np.flatnonzero(train.hard_labels == c))[:21]] = True
+    train = dataclasses.replace(train, trusted=trusted)
+    encoded, tokenizer = tokenize(train)
+    config = HealSelectConfig(seed_steps=200, probe_steps=60, train_epochs=2, iterations=1,
+                              device="cpu")
+    res = heal_and_select(encoded, config)
+    # one round: the sure rejections are the same with the test on or off (scores precede training)
+    sure = ~res.selected_history[-1] & (res.score_history[-2] >= config.unlearn_from)
+    unlearned = res.unlearned_history[-1]
+    left_out = res.metrics["left_out_for_look_alikes"]
+    cpu = torch.device("cpu")
+    acc = accuracy(predict_proba(res.model, resident(tokenizer.encode(records.features[test]), cpu))
+                   .argmax(1).numpy(), y[test])
+    print(f"sure rejections {sure.sum()}, unlearned {unlearned.sum()}, left out {left_out}, "
+          f"accuracy {acc:.3f}")
+    assert sure.sum() >= 50, "too few clean records were rejected to judge the test"
+    assert left_out == (sure & ~unlearned).sum()
+    assert left_out >= 0.3 * sure.sum()
+    # measured: 0.687 with the test, 0.649 without (look_alikes=0, every sure rejection unlearned)
+    assert acc >= 0.665

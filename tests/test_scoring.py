@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, scale_by_dominance, support, to_collected_priors,
-                               undo_prior_shift)
+                               flag, lift, rank, scale_by_dominance, specific_lift, support,
+                               to_collected_priors, undo_prior_shift)
 
 
 def t(rows) -> torch.Tensor:
@@ -79,6 +79,29 @@ def test_scale_by_dominance_keeps_dominant_labels_and_demotes_those_that_give_wa
         [0.9, 0.9, 0.45, 0.15, 0.0])
     assert scale_by_dominance(scores, dominance, 1.0).tolist() == pytest.approx(
         [0.855, 0.18, 0.09, 0.03, 0.0])
+
+
+def test_specific_lift_subtracts_what_look_alikes_labelled_otherwise_gain():
+    # three records labelled class 0 (the third softly, 0.6), each with two look-alikes
+    healed = t([[0.1, 0.9], [0.1, 0.9], [0.2, 0.8]])
+    probe = t([[0.9, 0.1], [0.8, 0.2], [0.5, 0.5]])            # own gains 0.8, 0.7, 0.3
+    labels = t([[1, 0], [1, 0], [0.6, 0.4]])
+    alike_healed = t([[[0.1, 0.9], [0.2, 0.8]],
+                      [[0.1, 0.9], [0.3, 0.7]],
+                      [[0.2, 0.8], [0.2, 0.8]]])
+    alike_probe = t([[[0.15, 0.85], [0.25, 0.75]],            # look-alikes barely move: a trigger
+                     [[0.6, 0.4], [0.9, 0.1]],                # they move too: a content rule
+                     [[0.1, 0.9], [0.1, 0.9]]])               # they move away: counts as 0
+    alike_labels = t([[[0, 1], [0, 1]],
+                      [[0, 1], [1, 0]],                       # the second shares class 0: ignored
+                      [[0, 1], [0, 1]]])
+    got = specific_lift(probe, healed, labels, alike_probe, alike_healed, alike_labels)
+    # 0.8 - 0.05; 0.7 - 0.5 (only the look-alike labelled 1 counts); (0.3 - 0) / 0.6
+    assert got.tolist() == pytest.approx([0.75, 0.2, 0.5])
+    # no look-alike labelled otherwise: the whole lift is the record's own
+    same = t([[[1, 0], [1, 0]]] * 3)
+    assert specific_lift(probe, healed, labels, alike_probe, alike_healed, same).tolist() == \
+        pytest.approx([0.8, 0.7, 0.5])
 
 
 def test_undo_prior_shift_removes_a_shift_of_priors_and_keeps_a_trigger():
