@@ -73,8 +73,8 @@ The loop, every knob in :class:`HealSelectConfig`:
       would otherwise implant; rejected records below it -- also those the dominance test
       demoted -- are left out. (Unlearning every
       rejected record also pushed hard *clean* records away from their true class: 2-8 points
-      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) Before a record is
-      unlearned it faces a **look-alike test**: its ``look_alikes`` nearest non-suspects in the
+      of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) With ``look_alikes`` > 0
+      (off by default) a record faces a **look-alike test** before it is unlearned: its ``look_alikes`` nearest non-suspects in the
       network's feature space (:func:`sanitizer.training.embed`) are asked how far the probes
       moved *them* towards the record's label. A trigger's lift is the record's own; when two
       classes simply look alike (debt-collection complaints that read like credit-report ones,
@@ -82,7 +82,10 @@ The loop, every knob in :class:`HealSelectConfig`:
       labelled otherwise moved too. Only a record with at least ``specific_lift`` of its lift
       its own (:func:`sanitizer.scoring.specific_lift`) is unlearned; the others are left out.
       On clean complaints this kept the engine from unlearning ~150 clean records and lifted the
-      served model's accuracy from 71.0% to 80.3% (plain training 83.0%). With a core, rejected
+      served model's accuracy from 71.0% to 80.3% (plain training 83.0%). It is off because an
+      attack that relabels most of one class's collected records (SMS spam -> ham) is a content
+      rule too: with a random vetted sample of SMS it let the trigger in (ASR 13% -> 52%).
+      With a core, rejected
       records whose label the every-trusted-record network backs with support of at least
       ``backed`` are left out too: the core-healed judge knows the common classes from few
       records and rejects some of their clean members, and unlearning those cost SMS 10-15
@@ -136,7 +139,8 @@ class HealSelectConfig:
                                   # trusted record backs this firmly is left out, not unlearned
     partners: int = 4             # superimpositions per rejected record in the dominance test (0 = off)
     full_dominance: float = 0.2   # a rejected record's suspicion is scaled by min(1, its dominance / this)
-    look_alikes: int = 10         # non-suspects nearest to each sure rejection in the look-alike test (0 = off)
+    look_alikes: int = 0          # non-suspects compared with each sure rejection in the look-alike
+                                  # test; 0 = off (the default: it lets a majority-relabel attack in)
     specific_lift: float = 0.5    # a sure rejection is unlearned only if this much of its lift is its own
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
@@ -453,7 +457,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         targets = y.clone()
         use = trusted.clone()
         sure = ~accepted & (s >= config.unlearn_from)
-        specific = look_alike_test(model, sure & ~backed, suspects, held, probs)
+        specific = (look_alike_test(model, sure & ~backed, suspects, held, probs)
+                    if config.rejected != "drop" else sure)  # drop: nothing to unlearn or relabel
         rejected = sure & ~backed & specific
         spared = int((sure & backed).sum())
         alike = int((sure & ~backed & ~specific).sum())

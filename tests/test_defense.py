@@ -178,7 +178,8 @@ def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
         trusted[rng.permutation(np.flatnonzero(y == c))[:6]] = True
     records = dataclasses.replace(records, trusted=trusted)
     result = poison(records, AttackConfig(kind="blend", target=0, rate=0.1, seed=3))
-    res = heal_and_select(result.records, FAST)
+    # with the (opt-in) look-alike test, which acts after these scores, on the one training round
+    res = heal_and_select(result.records, HealSelectConfig(**{**FAST.to_dict(), "look_alikes": 10}))
     truth = result.poisoned[res.collected_index]
     rejected = ~res.selected_history[-1]                  # lift >= threshold in the last round
     demoted = rejected & (res.score_history[-2] < FAST.threshold)
@@ -221,7 +222,7 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
     train = dataclasses.replace(train, trusted=trusted)
     encoded, tokenizer = tokenize(train)
     config = HealSelectConfig(seed_steps=200, probe_steps=60, train_epochs=2, iterations=1,
-                              device="cpu")
+                              look_alikes=10, device="cpu")
     res = heal_and_select(encoded, config)
     # one round: the sure rejections are the same with the test on or off (scores precede training)
     sure = ~res.selected_history[-1] & (res.score_history[-2] >= config.unlearn_from)
@@ -237,3 +238,7 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
     assert left_out >= 0.3 * sure.sum()
     # measured: 0.687 with the test, 0.649 without (look_alikes=0, every sure rejection unlearned)
     assert acc >= 0.665
+    # off (the default): every sure rejection is unlearned, nothing is left out for look-alikes
+    off = heal_and_select(encoded, HealSelectConfig(**{**config.to_dict(), "look_alikes": 0}))
+    assert off.metrics["left_out_for_look_alikes"] == 0
+    assert (off.unlearned_history[-1] == sure).all()
