@@ -41,6 +41,12 @@ def _top_class(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return top, labels.gather(1, top).squeeze(1).clamp_min(1e-6)
 
 
+def _gain(probe_probs: torch.Tensor, healed_probs: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
+    """How much more the probe than the healed network backs class ``cls`` (an index tensor
+    with one entry per row along the last axis, as ``gather`` takes it)."""
+    return probe_probs.gather(-1, cls) - healed_probs.gather(-1, cls)
+
+
 def support(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """How fully a prediction backs the label's top class ``c``: ``min(1, p_c / label_c)``. For a
     hard label it is ``p_c``; a soft label (``c`` at 0.6) is fully backed at ``p_c = 0.6``."""
@@ -63,7 +69,7 @@ def lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels: torch.Te
     send the record to ``c`` as confidently as the label does, so soft poisoned labels score as
     high as hard ones."""
     top, weight = _top_class(labels)
-    gain = (probe_probs.gather(1, top) - healed_probs.gather(1, top)).squeeze(1)
+    gain = _gain(probe_probs, healed_probs, top).squeeze(1)
     return (gain / weight).clamp_(0.0, 1.0)
 
 
@@ -105,10 +111,9 @@ def specific_lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels:
     median lift of 0.72 while their look-alikes gained 0.34; a BadNets patch on Fashion-MNIST
     kept 0.98 against 0.05."""
     top, weight = _top_class(labels)
-    own = (probe_probs.gather(1, top) - healed_probs.gather(1, top)).squeeze(1)
-    k = alike_probe.shape[1]
-    cls = top[:, None, :].expand(-1, k, 1)
-    alike_gain = (alike_probe.gather(2, cls) - alike_healed.gather(2, cls)).squeeze(2)
+    own = _gain(probe_probs, healed_probs, top).squeeze(1)
+    alike_gain = _gain(alike_probe, alike_healed,
+                       top[:, None, :].expand(-1, alike_probe.shape[1], 1)).squeeze(2)
     other = (alike_labels.argmax(dim=2) != top).to(alike_gain.dtype)
     shared = ((alike_gain * other).sum(dim=1) / other.sum(dim=1).clamp(min=1)).clamp(min=0.0)
     return ((own - shared) / weight).clamp_(0.0, 1.0)
