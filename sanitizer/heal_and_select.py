@@ -80,11 +80,15 @@ The loop, every knob in :class:`HealSelectConfig`:
       classes simply look alike (debt-collection complaints that read like credit-report ones,
       a trusted set with 21 of each) the probe learned a content rule and the look-alikes
       labelled otherwise moved too. Only a record with at least ``specific_lift`` of its lift
-      its own (:func:`sanitizer.scoring.specific_lift`) is unlearned; the others are left out.
-      On clean complaints this kept the engine from unlearning ~150 clean records and lifted the
-      served model's accuracy from 71.0% to 80.3% (plain training 83.0%). It is off because an
-      attack that relabels most of one class's collected records (SMS spam -> ham) is a content
-      rule too: with a random vetted sample of SMS it let the trigger in (ASR 13% -> 52%).
+      its own (:func:`sanitizer.scoring.specific_lift`) is unlearned -- or one that none of its
+      ``vouchers`` nearest core (trusted) records backs: an attack that relabels most of one
+      class's collected records (SMS spam -> ham) is a content rule too, but a natural overlap
+      has trusted members of the record's own label close by and a relabelled record has none.
+      The others are left out. On clean complaints this kept the engine from unlearning ~100
+      clean records (accuracy 71.0% -> 76.9%, plain training 83.0%) while a random vetted sample
+      of SMS kept its word trigger out as well as without the test (ASR 13.0%; 52% without the
+      vouchers). Off by default: it left the poisoned records' fate unchanged elsewhere and moved
+      accuracy and ASR only within their seed-to-seed noise (``benchmarks/RESULTS.md``).
       With a core, rejected
       records whose label the every-trusted-record network backs with support of at least
       ``backed`` are left out too: the core-healed judge knows the common classes from few
@@ -139,9 +143,11 @@ class HealSelectConfig:
                                   # trusted record backs this firmly is left out, not unlearned
     partners: int = 4             # superimpositions per rejected record in the dominance test (0 = off)
     full_dominance: float = 0.2   # a rejected record's suspicion is scaled by min(1, its dominance / this)
-    look_alikes: int = 0          # non-suspects compared with each sure rejection in the look-alike
-                                  # test; 0 = off (the default: it lets a majority-relabel attack in)
+    look_alikes: int = 10         # non-suspects compared with each sure rejection in the look-alike
+                                  # test; 0 = off (every sure rejection is unlearned)
     specific_lift: float = 0.5    # a sure rejection is unlearned only if this much of its lift is its own
+    vouchers: int = 10            # ... or if none of its this many nearest core records carries its label
+                                  # (0 = everyone passes; a huge value = the lift alone decides)
     prior_correction: bool = True  # divide the probes' shift of class priors out of their predictions
     prior_gap: float = 0.2        # judge collected records under their own class priors (EM) when
                                   # the core's class mix is this far from theirs (1 = never)
@@ -386,26 +392,31 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     def look_alike_test(model, sure: torch.Tensor, suspects: torch.Tensor, held: torch.Tensor,
                         judged: torch.Tensor) -> torch.Tensor:
         """Step 2d's gate: which of the ``sure`` rejections keep at least ``specific_lift`` of
-        their lift beyond their look-alikes' (:func:`sanitizer.scoring.specific_lift`). The
-        look-alikes of a record are the ``look_alikes`` non-suspects nearest to it by cosine
-        similarity of ``model``'s features; ``held`` and ``judged`` are the backdoor test's and
-        the healed network's probabilities. Everyone passes when the test is off or there are
-        no non-suspects."""
+        their lift beyond their look-alikes' (:func:`sanitizer.scoring.specific_lift`), or have
+        no trusted voucher: none of their ``vouchers`` nearest core records carries their label.
+        The look-alikes of a record are the ``look_alikes`` non-suspects nearest to it by cosine
+        similarity of ``model``'s features, and its vouchers are found the same way among the
+        core; ``held`` and ``judged`` are the backdoor test's and the healed network's
+        probabilities. Everyone passes when the test is off or there are no non-suspects."""
         where = torch.nonzero(sure).squeeze(1)
         pool = torch.nonzero(~suspects).squeeze(1)
         k = min(config.look_alikes, len(pool))
+        v = min(config.vouchers, len(t_idx))
         passed = sure.clone()
-        if k <= 0 or not len(where):
+        if k <= 0 or v <= 0 or not len(where):
             return passed
         sync()
         t0 = time.perf_counter()
         pool_features = embed(model, x[c_idx[pool]])
+        core_features = embed(model, x[t_idx])
         for chunk in where.split(2048):
-            similar = embed(model, x[c_idx[chunk]]) @ pool_features.T
-            alike = pool[similar.topk(k, dim=1).indices]          # (chunk, k) collected positions
+            features = embed(model, x[c_idx[chunk]])
+            alike = pool[(features @ pool_features.T).topk(k, dim=1).indices]  # (chunk, k) collected
             own = specific_lift(held[chunk], judged[chunk], y_c[chunk],
                                 held[alike], judged[alike], y_c[alike])
-            passed[chunk] = own >= config.specific_lift
+            nearest_core = core_classes[(features @ core_features.T).topk(v, dim=1).indices]
+            vouched = (nearest_core == y_c[chunk].argmax(1, keepdim=True)).any(1)
+            passed[chunk] = (own >= config.specific_lift) | ~vouched
         sync()
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
         return passed
