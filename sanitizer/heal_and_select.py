@@ -74,21 +74,23 @@ The loop, every knob in :class:`HealSelectConfig`:
       demoted -- are left out. (Unlearning every
       rejected record also pushed hard *clean* records away from their true class: 2-8 points
       of accuracy on audio and text, see ``benchmarks/RESULTS.md``.) With ``look_alikes`` > 0
-      (off by default) a record faces a **look-alike test** before it is unlearned: its ``look_alikes`` nearest non-suspects in the
-      network's feature space (:func:`sanitizer.training.embed`) are asked how far the probes
-      moved *them* towards the record's label. A trigger's lift is the record's own; when two
-      classes simply look alike (debt-collection complaints that read like credit-report ones,
-      a trusted set with 21 of each) the probe learned a content rule and the look-alikes
-      labelled otherwise moved too. Only a record with at least ``specific_lift`` of its lift
-      its own (:func:`sanitizer.scoring.specific_lift`) is unlearned -- or one that none of its
-      ``vouchers`` nearest core (trusted) records backs: an attack that relabels most of one
-      class's collected records (SMS spam -> ham) is a content rule too, but a natural overlap
-      has trusted members of the record's own label close by and a relabelled record has none.
-      The others are left out. On clean complaints this kept the engine from unlearning ~100
-      clean records (accuracy 71.0% -> 76.9%, plain training 83.0%) while a random vetted sample
-      of SMS kept its word trigger out as well as without the test (ASR 13.0%; 52% without the
-      vouchers). Off by default: it left the poisoned records' fate unchanged elsewhere and moved
-      accuracy and ASR only within their seed-to-seed noise (``benchmarks/RESULTS.md``).
+      (10 by default) a record faces a **look-alike test** before it is unlearned: its
+      ``look_alikes`` nearest non-suspects in the network's feature space
+      (:func:`sanitizer.training.embed`) are asked how far the probes moved *them* towards the
+      record's label. A trigger's lift is the record's own; when two classes simply look alike
+      (debt-collection complaints that read like credit-report ones, a trusted set with 21 of
+      each) the probe learned a content rule and the look-alikes labelled otherwise moved too.
+      A record with at least ``specific_lift`` of its lift its own
+      (:func:`sanitizer.scoring.specific_lift`) is unlearned -- and so is one that none of its
+      ``vouchers`` nearest core (trusted) records backs (:func:`sanitizer.scoring.vouched`): an
+      attack that relabels most of one class's collected records (SMS spam -> ham) is a content
+      rule too, but a natural overlap has trusted members of the record's own label close by
+      and a relabelled record has none. The others are left out. On clean complaints this
+      spared 95 of the 175 clean records the two rounds would have unlearned (accuracy 71.0% ->
+      78.5%, plain training 83.0%), while a random vetted sample of SMS kept its word trigger
+      out exactly as without the test (ASR 13.0%; 52% without the vouchers). Elsewhere it left
+      out no more than one or two records and moved figures by single-seed noise
+      (``benchmarks/RESULTS.md``).
       With a core, rejected
       records whose label the every-trusted-record network backs with support of at least
       ``backed`` are left out too: the core-healed judge knows the common classes from few
@@ -113,7 +115,7 @@ import torch
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
-                               support, to_collected_priors, undo_prior_shift)
+                               support, to_collected_priors, undo_prior_shift, vouched)
 from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
 
@@ -401,9 +403,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         where = torch.nonzero(sure).squeeze(1)
         pool = torch.nonzero(~suspects).squeeze(1)
         k = min(config.look_alikes, len(pool))
-        v = min(config.vouchers, len(t_idx))
         passed = sure.clone()
-        if k <= 0 or v <= 0 or not len(where):
+        if k <= 0 or config.vouchers <= 0 or not len(where):
             return passed
         sync()
         t0 = time.perf_counter()
@@ -414,9 +415,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             alike = pool[(features @ pool_features.T).topk(k, dim=1).indices]  # (chunk, k) collected
             own = specific_lift(held[chunk], judged[chunk], y_c[chunk],
                                 held[alike], judged[alike], y_c[alike])
-            nearest_core = core_classes[(features @ core_features.T).topk(v, dim=1).indices]
-            vouched = (nearest_core == y_c[chunk].argmax(1, keepdim=True)).any(1)
-            passed[chunk] = (own >= config.specific_lift) | ~vouched
+            passed[chunk] = (own >= config.specific_lift) | ~vouched(
+                features, y_c[chunk], core_features, core_classes, config.vouchers)
         sync()
         timings["score"] = timings.get("score", 0.0) + time.perf_counter() - t0
         return passed

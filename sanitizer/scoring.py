@@ -119,6 +119,29 @@ def specific_lift(probe_probs: torch.Tensor, healed_probs: torch.Tensor, labels:
     return ((own - shared) / weight).clamp_(0.0, 1.0)
 
 
+def vouched(features: torch.Tensor, labels: torch.Tensor, trusted_features: torch.Tensor,
+            trusted_classes: torch.Tensor, k: int) -> torch.Tensor:
+    """Whether a trusted record of each record's labelled class is among its ``k`` nearest
+    trusted records: its *vouchers*. Nearness is the dot product of the rows of ``features``
+    ``(n, d)`` and ``trusted_features`` ``(m, d)`` -- cosine similarity when both are unit-norm,
+    as :func:`sanitizer.training.embed` gives them; ``labels`` is ``(n, K)``, ``trusted_classes``
+    the ``m`` trusted records' class indices. ``k <= 0`` vouches for no one.
+
+    The look-alike test's second question (:mod:`sanitizer.heal_and_select`, step 2d). A record
+    whose lift its look-alikes share (:func:`specific_lift`) is either a clean member of a class
+    that naturally overlaps another -- and then vetted members of its own class lie close by --
+    or a record an attacker relabelled wholesale (SMS spam labelled "ham": three quarters of
+    the collected spam at 10% poison), which sits among vetted records of its true class and
+    has no voucher. Measured with the benchmark's engine (seed 0, 10 vouchers, over both rounds):
+    of the 294 poisoned SMS messages whose lift the look-alikes shared, none had a voucher; of
+    126 such clean complaints (no poison; debt collection vs credit reporting), 95 had one."""
+    k = min(k, len(trusted_classes))
+    if k <= 0:
+        return torch.zeros(len(features), dtype=torch.bool, device=features.device)
+    nearest = trusted_classes[(features @ trusted_features.T).topk(k, dim=1).indices]
+    return (nearest == labels.argmax(dim=1, keepdim=True)).any(dim=1)
+
+
 def _reweight(probs: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """Each prediction times a per-class ``ratio`` of priors, renormalised per record: the prior
     adjustment both :func:`undo_prior_shift` and :func:`to_collected_priors` make."""

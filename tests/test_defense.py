@@ -235,10 +235,14 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
           f"accuracy {acc:.3f}")
     assert sure.sum() >= 50, "too few clean records were rejected to judge the test"
     assert left_out == (sure & ~unlearned).sum()
-    assert left_out >= 0.3 * sure.sum()
-    # measured: 0.687 with the test, 0.649 without (look_alikes=0, every sure rejection unlearned)
-    assert acc >= 0.665
-    # off (the default): every sure rejection is unlearned, nothing is left out for look-alikes
+    # measured: 42 of 135 left out (65 when the lift alone decided, vouchers=10**6: the vouchers
+    # send back those whose nearest trusted complaints are all of other products)
+    assert left_out >= 0.25 * sure.sum()
+    # off: every sure rejection is unlearned, nothing is left out for look-alikes
     off = heal_and_select(encoded, HealSelectConfig(**{**config.to_dict(), "look_alikes": 0}))
     assert off.metrics["left_out_for_look_alikes"] == 0
     assert (off.unlearned_history[-1] == sure).all()
+    off_acc = accuracy(predict_proba(off.model, resident(tokenizer.encode(records.features[test]), cpu))
+                       .argmax(1).numpy(), y[test])
+    # measured: 0.664 with the test, 0.649 without (0.687 when the lift alone decided)
+    assert acc >= 0.655 and acc > off_acc, (acc, off_acc)

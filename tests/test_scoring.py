@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, scale_by_dominance, specific_lift, support,
+                               flag, lift, rank, scale_by_dominance, specific_lift, support, vouched,
                                to_collected_priors, undo_prior_shift)
 
 
@@ -199,3 +199,18 @@ def test_contributor_summary_puts_the_poisoner_first():
     assert (b["records"], b["flagged"], b["flagged_rate"]) == (50, 40, 0.8)
     assert b["p_value"] < 1e-6 and b["z"] > 5
     assert {r["contributor"] for r in rows} == {"a", "b", "(none)"}
+
+
+def test_vouched_looks_for_the_label_among_the_nearest_trusted_records():
+    trusted = torch.nn.functional.normalize(t([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]]), dim=1)
+    trusted_classes = torch.tensor([0, 0, 1, 2])
+    features = torch.nn.functional.normalize(t([[1, 0.05], [1, 0.05], [0.1, 1], [-1, -0.2]]), dim=1)
+    labels = t([[0, 1, 0],          # near the two class-0 records, labelled 1
+                [1, 0, 0],          # the same place, labelled 0: vouched
+                [0.3, 0.7, 0],      # soft label, top class 1, nearest is the class-1 record
+                [0, 1, 0]])         # near class 2, labelled 1
+    assert vouched(features, labels, trusted, trusted_classes, 1).tolist() == [False, True, True, False]
+    # the class-1 record is the last one's second-nearest and the first one's third-nearest
+    assert vouched(features, labels, trusted, trusted_classes, 2).tolist() == [False, True, True, True]
+    assert vouched(features, labels, trusted, trusted_classes, 3).tolist() == [True, True, True, True]
+    assert not vouched(features, labels, trusted, trusted_classes, 0).any()
