@@ -7,6 +7,7 @@
     python benchmarks/defense.py --config full           # GPU: Fashion-MNIST 60k + CIFAR-10 subset
     python benchmarks/defense.py --config audio-text --trusted-sampling random  # random, not balanced, trusted sets
     python benchmarks/defense.py --config audio-text --datasets sms_spam --trusted 0.014  # 31 vetted per class
+    python benchmarks/defense.py --config small --save-scores out/scores  # also each case's scores + truth
 
 Methods, each on the same poisoned records in the same run:
 
@@ -184,7 +185,7 @@ def evaluate(model: torch.nn.Module, s: Split, result, encode) -> tuple[float, f
 
 def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: float, seed: int,
              methods: list[str], device: str, engine: dict | None = None,
-             sampling: str = "balanced") -> list[dict]:
+             sampling: str = "balanced", save_scores: Path | None = None) -> list[dict]:
     records = make_records(s, trusted_share, seed, sampling)
     attack_spec = ATTACKS[s.modality][attack]
     if attack_spec is None:
@@ -213,6 +214,10 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
             det = detection_report(res.scores, flags, truth)
             row.update(auroc=det["auroc"], precision=det["precision"], recall=det["recall"], f1=det["f1"],
                        flagged=int(flags.sum()))
+            if save_scores is not None:  # for trying flag rules offline: scores and the truth
+                save_scores.mkdir(parents=True, exist_ok=True)
+                np.savez_compressed(save_scores / f"{attack}-{rate}-{trusted_share}-seed{seed}.npz",
+                                    scores=res.scores, poisoned=truth)
             if not truth.any():  # every flag is a false alarm: only their number means anything
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         else:
@@ -293,6 +298,9 @@ def main() -> None:
     ap.add_argument("--trusted", help="comma-separated trusted shares instead of the config's, e.g. "
                     "0.014 (written as <config>-trusted-<shares>)")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    ap.add_argument("--save-scores", type=Path, metavar="DIR",
+                    help="also save each hasnets case's collected records' scores and ground truth "
+                         "(poisoned or not) as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
@@ -311,7 +319,8 @@ def main() -> None:
             for rate in cfg["rates"]:
                 for share in shares:
                     for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
-                                      args.device, engine, args.trusted_sampling):
+                                      args.device, engine, args.trusted_sampling,
+                                      args.save_scores / name if args.save_scores else None):
                         rows.append(dict(r, data=name))
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
