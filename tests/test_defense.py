@@ -178,8 +178,8 @@ def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
         trusted[rng.permutation(np.flatnonzero(y == c))[:6]] = True
     records = dataclasses.replace(records, trusted=trusted)
     result = poison(records, AttackConfig(kind="blend", target=0, rate=0.1, seed=3))
-    # with the (opt-in) look-alike test, which acts after these scores, on the one training round
-    res = heal_and_select(result.records, HealSelectConfig(**{**FAST.to_dict(), "look_alikes": 10}))
+    # FAST keeps the default look-alike test (10), which acts after these scores, on the one round
+    res = heal_and_select(result.records, FAST)
     truth = result.poisoned[res.collected_index]
     rejected = ~res.selected_history[-1]                  # lift >= threshold in the last round
     demoted = rejected & (res.score_history[-2] < FAST.threshold)
