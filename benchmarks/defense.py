@@ -14,6 +14,10 @@ Methods, each on the same poisoned records in the same run:
 * ``none``    -- plain training on every record (no defense);
 * ``oracle``  -- plain training on the truly clean records only (the ground truth is used);
 * ``hasnets`` -- ``sanitizer.heal_and_select`` with the defaults the product ships;
+* ``provenance`` -- a candidate signal not yet in the engine (only with ``--methods``):
+  ``sanitizer.provenance`` ranks collected records by how well a cross-fitted classifier
+  tells them from trusted ones, flags those above every held-out trusted record, and plain
+  training runs on the rest;
 * peers, when their packages are installed (``pip install '.[peers]'``) and ``--peers`` is
   given: see ``benchmarks/peers.py``.
 
@@ -53,6 +57,7 @@ from sanitizer.metrics import accuracy, attack_success_rate, detection_report  #
 from sanitizer.plain_training import train_plain  # noqa: E402
 from sanitizer.records import Records, one_hot  # noqa: E402
 from sanitizer.scoring import flag  # noqa: E402
+from sanitizer.provenance import beyond_trusted, provenance_scores  # noqa: E402
 from sanitizer.training import pick_device, predict_proba, resident  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -217,8 +222,24 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
             if save_scores is not None:  # for trying flag rules offline: scores and the truth
                 save_scores.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(save_scores / f"{attack}-{rate}-{trusted_share}-seed{seed}.npz",
-                                    scores=res.scores, poisoned=truth)
+                                    scores=res.scores, poisoned=truth, score_history=res.score_history,
+                                    selected_history=res.selected_history,
+                                    unlearned_history=res.unlearned_history, probs=res.probs,
+                                    labels=train_records.labels[res.collected_index])
             if not truth.any():  # every flag is a false alarm: only their number means anything
+                row.update(auroc=None, precision=None, recall=None, f1=None)
+        elif method == "provenance":  # a candidate signal, not (yet) in the engine: see sanitizer/provenance.py
+            collected = np.flatnonzero(~train_records.trusted)
+            scores, trusted_scores = provenance_scores(train_records, seed=seed, device=device)
+            flags = beyond_trusted(scores, trusted_scores)
+            keep = train_records.trusted.copy()
+            keep[collected[~flags]] = True
+            model, _ = train_plain(train_records.subset(keep), epochs=epochs, seed=seed, device=device)
+            truth = poisoned[collected]
+            det = detection_report(scores, flags, truth)
+            row.update(auroc=det["auroc"], precision=det["precision"], recall=det["recall"], f1=det["f1"],
+                       flagged=int(flags.sum()))
+            if not truth.any():
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         else:
             from benchmarks.peers import run_peer
@@ -299,8 +320,9 @@ def main() -> None:
                     "0.014 (written as <config>-trusted-<shares>)")
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--save-scores", type=Path, metavar="DIR",
-                    help="also save each hasnets case's collected records' scores and ground truth "
-                         "(poisoned or not) as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
+                    help="also save each hasnets case's collected records' scores, ground truth "
+                         "(poisoned or not), labels, final probabilities and per-iteration scores, "
+                         "selections and unlearnings as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")

@@ -1,0 +1,64 @@
+"""The provenance test (sanitizer/provenance.py): hand-checked helpers, and on real Fashion-MNIST
+a clean-label patch that no label-reading signal sees is ranked above clean records, while
+clean collected records stay indistinguishable from held-out trusted ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sanitizer.attacks import AttackConfig, poison
+from sanitizer.metrics import auroc
+from sanitizer.provenance import beyond_trusted, class_matched_repeats, provenance_scores
+from sanitizer.records import Records, one_hot
+
+
+def test_class_matched_repeats_weigh_each_trusted_class_like_its_collected_records():
+    trusted = np.array([0, 0, 1, 2])
+    collected = np.array([0] * 10 + [1] * 3 + [2] * 0)
+    # class 0: 10 collected / 2 trusted -> 5 each; class 1: 3 / 1 -> 3; class 2: none -> 1
+    assert class_matched_repeats(trusted, collected, 3).tolist() == [5, 5, 3, 1]
+
+
+def test_beyond_trusted_flags_only_what_outscores_every_trusted_record():
+    flags = beyond_trusted(np.array([0.2, 0.91, 0.9, 0.95]), np.array([0.5, 0.9]))
+    assert flags.tolist() == [False, True, False, True]
+    assert not beyond_trusted(np.array([0.99]), np.array([])).any()
+
+
+def test_provenance_needs_records_on_both_sides():
+    x = np.zeros((6, 1, 8, 8), np.uint8)
+    records = Records(x, one_hot(np.array([0, 1] * 3), 2), np.array([f"r{i}" for i in range(6)], dtype=object),
+                      np.array([True] + [False] * 5), ["a", "b"], "image")
+    with pytest.raises(ValueError, match="at least 2 trusted"):
+        provenance_scores(records, device="cpu")
+
+
+def _records(fmnist, n: int, trusted_share: float, seed: int = 7) -> Records:
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(fmnist["x_train"]))[:n]
+    y = fmnist["y_train"][pick].astype(np.int64)
+    trusted = np.zeros(n, bool)
+    for c in range(10):  # class-balanced, as the benchmark's trusted sets
+        members = np.flatnonzero(y == c)
+        trusted[rng.permutation(members)[: int(trusted_share * n / 10)]] = True
+    return Records(fmnist["x_train"][pick][:, None], one_hot(y, 10),
+                   np.array([f"r{i}" for i in range(n)], dtype=object), trusted,
+                   [str(c) for c in fmnist["class_names"]], "image")
+
+
+def test_provenance_ranks_a_clean_label_trigger_and_not_clean_records(fmnist):
+    records = _records(fmnist, 4000, 0.05)
+    result = poison(records, AttackConfig(kind="badnets", target=0, clean_label=True, rate=0.1, seed=3))
+    scores, trusted_scores = provenance_scores(result.records, seed=0, device="cpu")
+    truth = result.poisoned[~records.trusted]
+    clean = scores[~truth]
+    detection = auroc(scores, truth)
+    shift = auroc(np.r_[clean, trusted_scores], np.r_[np.ones(len(clean)), np.zeros(len(trusted_scores))])
+    print(f"clean-label BadNets: detection AUROC {detection:.3f}, clean vs trusted AUROC {shift:.3f}")
+    # every poisoned label is correct here (the patch is on 373 of the ~380 collected records of
+    # class 0, as in the benchmark): the engine's label-reading scores rank these near chance.
+    # Measured: detection AUROC 0.965, clean vs trusted 0.54 (half as many poisoned: 0.85).
+    assert truth.sum() >= 300
+    assert detection >= 0.9
+    assert 0.35 <= shift <= 0.65, "clean collected records should look like held-out trusted ones"
