@@ -14,10 +14,10 @@ Methods, each on the same poisoned records in the same run:
 * ``none``    -- plain training on every record (no defense);
 * ``oracle``  -- plain training on the truly clean records only (the ground truth is used);
 * ``hasnets`` -- ``sanitizer.heal_and_select`` with the defaults the product ships;
-* ``provenance`` -- a candidate signal not yet in the engine (only with ``--methods``):
-  ``sanitizer.provenance`` ranks collected records by how well a cross-fitted classifier
-  tells them from trusted ones, flags those above every held-out trusted record, and plain
-  training runs on the rest;
+* ``provenance`` -- the provenance test alone (only with ``--methods``; the engine uses it as
+  a gate): ``sanitizer.provenance`` ranks collected records by how well a cross-fitted
+  classifier tells them from trusted ones, flags those above every held-out trusted record,
+  and plain training runs on the rest;
 * peers, when their packages are installed (``pip install '.[peers]'``) and ``--peers`` is
   given: see ``benchmarks/peers.py``.
 
@@ -228,7 +228,7 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                                     labels=train_records.labels[res.collected_index])
             if not truth.any():  # every flag is a false alarm: only their number means anything
                 row.update(auroc=None, precision=None, recall=None, f1=None)
-        elif method == "provenance":  # a candidate signal, not (yet) in the engine: see sanitizer/provenance.py
+        elif method == "provenance":  # the provenance test alone: see sanitizer/provenance.py
             collected = np.flatnonzero(~train_records.trusted)
             scores, trusted_scores = provenance_scores(train_records, seed=seed, device=device)
             flags = beyond_trusted(scores, trusted_scores)

@@ -12,7 +12,9 @@ file                 what it holds
                      (suspicion, 1 = most likely poisoned), ``heldout_agreement``,
                      ``score_history`` (suspicion at each scoring, list) and
                      ``selected_history`` (accepted in each iteration, list),
-                     ``unlearned_history`` (rejected and unlearned in each iteration, list)
+                     ``unlearned_history`` (rejected and unlearned in each iteration, list),
+                     ``provenance`` (the provenance test's P(collected), NaN when off) and
+                     ``shifted`` (set apart by it: never accepted)
 ``metrics.json``     timings and training figures
 ``run.json``         the run manifest: tool and library versions, seed, argv, device, the
                      dataset folder and the hashes of its inputs, class names

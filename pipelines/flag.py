@@ -37,6 +37,9 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     rejected = np.stack(s["selected_history"].to_numpy()) if len(s) else np.zeros((0, 1), bool)
     unlearned = (np.stack(s["unlearned_history"].to_numpy()) if len(s) and "unlearned_history" in s.columns
                  else np.zeros((len(s), 1), bool))  # runs written before the column existed
+    provenance = (s["provenance"].to_numpy() if "provenance" in s.columns
+                  else np.full(len(s), np.nan, dtype=np.float32))
+    shifted = s["shifted"].to_numpy() if "shifted" in s.columns else np.zeros(len(s), bool)
     report = pl.DataFrame({
         "rank": rank(scores),
         "id": s["id"],
@@ -48,8 +51,10 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "score_max": history.max(axis=1).astype(np.float32),
         "times_rejected": (~rejected.astype(bool)).sum(axis=1).astype(np.int32),
         "times_unlearned": unlearned.astype(bool).sum(axis=1).astype(np.int32),
+        "provenance": provenance.astype(np.float32),
+        "shifted": shifted.astype(bool),
         "flagged": flags,
-        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes),
+        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes, shifted),
     }).sort("rank")
     contributors = s["contributor"].to_numpy()
     summary = pl.DataFrame(contributor_summary(contributors, flags),

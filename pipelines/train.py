@@ -44,6 +44,8 @@ def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
         "score_history": result.score_history.T.astype(np.float32),
         "selected_history": result.selected_history.T,
         "unlearned_history": result.unlearned_history.T,
+        "provenance": result.provenance.astype(np.float32),
+        "shifted": result.shifted,
     })
 
 

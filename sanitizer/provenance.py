@@ -25,9 +25,12 @@ BadNets patch and the blended trigger rank poisoned records above clean ones wit
 all-to-all (0.946, engine 0.905) and all-to-one alike -- while clean collected records are hard
 to tell from held-out trusted ones (AUROC 0.46-0.55). The invisible additive-noise trigger is
 harder to see (0.62), a tone in spoken digits gives 0.88-0.91, a word in SMS 0.80-0.85, and
-complaint texts nothing (0.55). It is not yet part of the engine's selection: most records
-score high, held-out trusted ones too, so there is no cut yet that finds most of the poison
-(above every held-out trusted record: 2-29% of it).
+complaint texts nothing (0.55). Its scores alone make no defense -- most records score high,
+held-out trusted ones too, and above every held-out trusted record lie only 2-29% of the
+poison -- but as a gate in the engine (:mod:`sanitizer.heal_and_select`, step 1c:
+:func:`beyond_trusted_spread` with ``z`` = 2 sets records apart, and the engine never accepts
+them) it took Fashion-MNIST's all-to-all ASR from 7.4% to 1.1% and the clean-label one from
+10.3% to 3.9%.
 """
 from __future__ import annotations
 
@@ -51,10 +54,12 @@ def class_matched_repeats(trusted_classes: np.ndarray, collected_classes: np.nda
 
 def provenance_scores(records: Records, *, folds: int = 2, steps: int = 200, batch_size: int = 128,
                       lr: float = 1e-2, weight_decay: float = 5e-4, max_shift: int = 2, seed: int = 0,
+                      widths: tuple[int, ...] | None = None,
                       device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Cross-fitted probability that each record is a *collected* one (see the module
     docstring). Returns ``(collected_scores, trusted_scores)`` in the order of the collected and
-    of the trusted records. Each fold's classifier trains ``steps`` steps whatever the size of
+    of the trusted records. ``widths`` are the network's (default: sized by the data, as the
+    engine's). Each fold's classifier trains ``steps`` steps whatever the size of
     the data: on Fashion-MNIST (clean-label BadNets) ~200 steps ranked poisoned records at AUROC
     0.95-0.98 with 4,000 and with 10,000 records, 60 steps at 0.80 and 1,000 steps at 0.84
     (the classifier had memorised the trusted records and every score saturated at 1).
@@ -73,7 +78,7 @@ def provenance_scores(records: Records, *, folds: int = 2, steps: int = 200, bat
     g = seed_everything(seed)
     classes = records.hard_labels.astype(np.int64)
     k = records.num_classes
-    spec = default_spec(records.features[~records.trusted], 2, records.modality,
+    spec = default_spec(records.features[~records.trusted], 2, records.modality, widths,
                         sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
     rng = np.random.default_rng(seed)
     t_fold = rng.permutation(len(t_pos)) % folds
@@ -103,3 +108,17 @@ def beyond_trusted(collected_scores: np.ndarray, trusted_scores: np.ndarray) -> 
     needs no assumption about how the scores are spread (the benchmark's flags)."""
     top = trusted_scores.max() if len(trusted_scores) else np.inf
     return collected_scores > top
+
+
+def beyond_trusted_spread(collected_scores: np.ndarray, trusted_scores: np.ndarray, z: float) -> np.ndarray:
+    """The collected records whose log-odds of "collected" exceed the held-out trusted records'
+    mean by more than ``z`` of their standard deviations. In log-odds the trusted and clean
+    collected scores are about symmetric (Fashion-MNIST: median 0.4-0.6, 90th percentile
+    1.5-2.1) and a trigger's sit far out (median 3.4-4.1)."""
+    def log_odds(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+    if len(trusted_scores) < 2:
+        return np.zeros(len(collected_scores), dtype=bool)
+    t = log_odds(trusted_scores)
+    return log_odds(collected_scores) > t.mean() + z * t.std()

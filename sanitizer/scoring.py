@@ -263,13 +263,17 @@ def flag(scores: np.ndarray, rule: FlagRule | None = None) -> np.ndarray:
 
 
 def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_conf: np.ndarray,
-            heldout: np.ndarray, class_names: list[str]) -> list[str]:
+            heldout: np.ndarray, class_names: list[str], shifted: np.ndarray | None = None) -> list[str]:
     """A short sentence per record saying why it was (or was not) flagged. ``heldout`` is the
-    backdoor test's agreement of a probe trained on other suspects with the record's label."""
+    backdoor test's agreement of a probe trained on other suspects with the record's label;
+    ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`)."""
     out = []
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
-        if flags[i]:
+        if shifted is not None and shifted[i] and not flags[i]:
+            out.append("a classifier tells it from the trusted records (something only collected "
+                       "records carry, e.g. a clean-label trigger): left out of training, label not judged")
+        elif flags[i]:
             out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a probe "
                        f"trained on other suspects agrees with the label ({heldout[i]:.0%}): backdoor-like")
         elif g == p:

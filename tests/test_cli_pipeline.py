@@ -268,13 +268,14 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
-        "--vouchers", "3", "-q")
+        "--vouchers", "3", "--provenance-z", "2.5", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
     assert config["core_floor"] == 0 and config["backed"] == 0.8 and config["core_skew"] == 5.0
     assert config["partners"] == 2 and config["full_dominance"] == 0.4
     assert config["look_alikes"] == 5 and config["specific_lift"] == 0.3 and config["vouchers"] == 3
+    assert config["provenance_z"] == 2.5
 
 
 # --- flag -------------------------------------------------------------------------------------
@@ -288,6 +289,9 @@ def check_report(report: pl.DataFrame, data) -> np.ndarray:
     assert np.isfinite(s).all() and s.min() >= 0.0 and s.max() <= 1.0
     assert (np.diff(s) <= 0).all(), "report not ordered by score"
     assert report["reason"].str.len_chars().min() > 0
+    assert report["shifted"].dtype == pl.Boolean
+    p = report["provenance"].to_numpy()  # the provenance test's P(collected), NaN where it is off
+    assert (np.isnan(p) | ((p >= 0) & (p <= 1))).all()
     return s
 
 

@@ -4,13 +4,18 @@ clean collected records stay indistinguishable from held-out trusted ones."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from sanitizer.attacks import AttackConfig, poison
 from sanitizer.metrics import auroc
-from sanitizer.provenance import beyond_trusted, class_matched_repeats, provenance_scores
+from sanitizer.heal_and_select import heal_and_select
+from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, class_matched_repeats,
+                                 provenance_scores)
 from sanitizer.records import Records, one_hot
+from test_defense import FAST
 
 
 def test_class_matched_repeats_weigh_each_trusted_class_like_its_collected_records():
@@ -62,3 +67,26 @@ def test_provenance_ranks_a_clean_label_trigger_and_not_clean_records(fmnist):
     assert truth.sum() >= 300
     assert detection >= 0.9
     assert 0.35 <= shift <= 0.65, "clean collected records should look like held-out trusted ones"
+
+
+def test_beyond_trusted_spread_cuts_in_log_odds_at_z_trusted_deviations():
+    trusted = np.array([0.5, 0.5, 0.5, 0.5, 0.73105858, 0.26894142])  # log-odds 0,0,0,0,1,-1
+    sd = np.sqrt(2 / 6)
+    just_below, just_above = 1 / (1 + np.exp(-(2 * sd - 0.01))), 1 / (1 + np.exp(-(2 * sd + 0.01)))
+    flags = beyond_trusted_spread(np.array([just_below, just_above, 0.999999]), trusted, z=2)
+    assert flags.tolist() == [False, True, True]
+    assert not beyond_trusted_spread(np.array([0.9]), np.array([0.5]), z=2).any()  # no spread to measure
+
+
+def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
+    records = _records(fmnist, 4000, 0.05)
+    result = poison(records, AttackConfig(kind="badnets", target=0, clean_label=True, rate=0.1, seed=3))
+    config = dataclasses.replace(FAST, provenance_z=2.0)
+    res = heal_and_select(result.records, config)
+    truth = result.poisoned[res.collected_index]
+    accepted = res.selected_history[0]
+    print(f"accepted: poisoned {accepted[truth].mean():.2f}, clean {accepted[~truth].mean():.2f}; "
+          f"left out for provenance {res.metrics['left_out_for_provenance']}")
+    # the labels are right, so without the test nearly every poisoned record is accepted
+    assert accepted[truth].mean() <= 0.5
+    assert accepted[~truth].mean() >= 0.85

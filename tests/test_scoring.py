@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sanitizer.scoring import (FlagRule, agreement, auto_threshold, contributor_summary, disagreement,
-                               flag, lift, rank, scale_by_dominance, specific_lift, support, vouched,
+                               flag, lift, rank, reasons, scale_by_dominance, specific_lift, support, vouched,
                                to_collected_priors, undo_prior_shift)
 
 
@@ -214,3 +214,15 @@ def test_vouched_looks_for_the_label_among_the_nearest_trusted_records():
     assert vouched(features, labels, trusted, trusted_classes, 2).tolist() == [False, True, True, True]
     assert vouched(features, labels, trusted, trusted_classes, 3).tolist() == [True, True, True, True]
     assert not vouched(features, labels, trusted, trusted_classes, 0).any()
+
+
+def test_reasons_say_when_the_provenance_test_set_a_record_apart():
+    flags = np.array([True, False, False])
+    given, predicted = np.array([0, 1, 1]), np.array([1, 1, 1])
+    out = reasons(flags, given, predicted, np.array([0.9, 0.8, 0.8]), np.array([0.7, 0.1, 0.1]),
+                  ["cat", "dog"], shifted=np.array([True, True, False]))
+    assert "backdoor-like" in out[0]  # a flag says why it is flagged, shifted or not
+    assert "tells it from the trusted records" in out[1]
+    assert out[2] == "healed model agrees with the label"
+    assert reasons(flags, given, predicted, np.ones(3), np.ones(3), ["cat", "dog"])[1] == \
+        "healed model agrees with the label"
