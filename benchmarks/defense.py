@@ -56,8 +56,8 @@ from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa:
 from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
 from sanitizer.plain_training import train_plain  # noqa: E402
 from sanitizer.records import Records, one_hot  # noqa: E402
-from sanitizer.scoring import flag  # noqa: E402
 from sanitizer.provenance import beyond_trusted, provenance_scores  # noqa: E402
+from sanitizer.scoring import flag  # noqa: E402
 from sanitizer.training import pick_device, predict_proba, resident  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -229,17 +229,12 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
             if not truth.any():  # every flag is a false alarm: only their number means anything
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         elif method == "provenance":  # the provenance test alone: see sanitizer/provenance.py
-            collected = np.flatnonzero(~train_records.trusted)
+            from benchmarks.peers import retrain_without_flagged
             scores, trusted_scores = provenance_scores(train_records, seed=seed, device=device)
-            flags = beyond_trusted(scores, trusted_scores)
-            keep = train_records.trusted.copy()
-            keep[collected[~flags]] = True
-            model, _ = train_plain(train_records.subset(keep), epochs=epochs, seed=seed, device=device)
-            truth = poisoned[collected]
-            det = detection_report(scores, flags, truth)
-            row.update(auroc=det["auroc"], precision=det["precision"], recall=det["recall"], f1=det["f1"],
-                       flagged=int(flags.sum()))
-            if not truth.any():
+            model, det = retrain_without_flagged(train_records, scores, beyond_trusted(scores, trusted_scores),
+                                                 poisoned, epochs=epochs, seed=seed, device=device)
+            row.update(det)
+            if not poisoned.any():
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         else:
             from benchmarks.peers import run_peer

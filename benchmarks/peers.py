@@ -59,7 +59,7 @@ from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
 from sanitizer.training import pick_device, predict_proba, resident
 
-__all__ = ["PEERS", "run_peer", "PenultimateNamed", "cleanlab_detect", "art_detect"]
+__all__ = ["PEERS", "run_peer", "retrain_without_flagged", "PenultimateNamed", "cleanlab_detect", "art_detect"]
 
 PEERS = ("cleanlab", "spectral", "activation")
 PIP_HINT = ("the peer defenses need their packages: pip install '.[peers]' "
@@ -93,9 +93,17 @@ def run_peer(method: str, records: Records, poisoned: np.ndarray, *, epochs: flo
         del model
     else:
         raise SystemExit(f"unknown peer {method!r}; choose among {', '.join(PEERS)}")
+    return retrain_without_flagged(records, scores, flags, poisoned, epochs=epochs, seed=seed, device=device)
+
+
+def retrain_without_flagged(records: Records, scores: np.ndarray, flags: np.ndarray, poisoned: np.ndarray,
+                            *, epochs: float, seed: int, device: str) -> tuple[nn.Module, dict]:
+    """What every detect-then-retrain method shares: plain training on the trusted records and
+    the collected records not flagged, and the detection figures of ``scores`` / ``flags`` (over
+    the collected records, in their order) against ``poisoned`` (over all records)."""
     collected = np.flatnonzero(~records.trusted)
     if scores.shape != (len(collected),) or flags.shape != (len(collected),):
-        raise AssertionError("a peer returned scores / flags of the wrong length")
+        raise AssertionError("a detector returned scores / flags of the wrong length")
     keep = records.trusted.copy()
     keep[collected[~flags]] = True
     model, _ = train_plain(records.subset(keep), epochs=epochs, seed=seed, device=device)

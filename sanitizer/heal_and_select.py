@@ -124,8 +124,8 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.provenance import beyond_trusted_spread, provenance_scores
+from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
                                support, to_collected_priors, undo_prior_shift, vouched)
 from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_proba, resident,

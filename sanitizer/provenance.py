@@ -115,10 +115,8 @@ def beyond_trusted_spread(collected_scores: np.ndarray, trusted_scores: np.ndarr
     mean by more than ``z`` of their standard deviations. In log-odds the trusted and clean
     collected scores are about symmetric (Fashion-MNIST: median 0.4-0.6, 90th percentile
     1.5-2.1) and a trigger's sit far out (median 3.4-4.1)."""
-    def log_odds(p: np.ndarray) -> np.ndarray:
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
     if len(trusted_scores) < 2:
         return np.zeros(len(collected_scores), dtype=bool)
-    t = log_odds(trusted_scores)
-    return log_odds(collected_scores) > t.mean() + z * t.std()
+    t = torch.logit(torch.as_tensor(trusted_scores, dtype=torch.float64), eps=1e-6)
+    c = torch.logit(torch.as_tensor(collected_scores, dtype=torch.float64), eps=1e-6)
+    return (c > t.mean() + z * t.std(correction=0)).numpy()
