@@ -127,6 +127,7 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--specific-lift", type=float, default=_DEFAULT.specific_lift, show_default=True, help="A sure rejection is unlearned only if at least this much of its lift is its own (not shared by its look-alikes labelled otherwise); the others are left out.")
 @click.option("--vouchers", type=int, default=_DEFAULT.vouchers, show_default=True, help="Look-alike test: a sure rejection is also unlearned when none of its this many nearest trusted records carries its label (a relabelled class, not a natural overlap).")
 @click.option("--provenance-z", type=float, default=_DEFAULT.provenance_z, show_default=True, help="Provenance test: never accept a collected record that a classifier trained to tell collected from trusted records sets this many trusted standard deviations (log-odds) above the trusted ones: a trigger only collected records carry, whatever their labels say. 0 = off.")
+@click.option("--group-floor", type=float, default=_DEFAULT.group_floor, show_default=True, help="Provenance test, per class: a class fewer than this share of whose collected records score below the trusted records' median (about half do in a clean class) is set apart whole and learned from its trusted records only: a clean-label trigger on every record of a class. 0 = off.")
 @click.option("--provenance-steps", type=int, default=_DEFAULT.provenance_steps, show_default=True, help="Training steps of each of the provenance test's two classifiers.")
 @click.option("--prior-correction/--no-prior-correction", default=_DEFAULT.prior_correction, show_default=True, help="Divide the backdoor-test probes' shift of class priors out of their predictions.")
 @click.option("--prior-gap", type=float, default=_DEFAULT.prior_gap, show_default=True, help="Judge collected records under their own class priors (EM on the healed network's predictions) when the trusted set's class mix is farther than this (total variation) from the collected labels'; 0 always, 1 never.")
@@ -148,6 +149,10 @@ def train_command(dataset, output, quiet, widths, max_tokens, **knobs):
     say(f"trained on {summary['collected']} collected + {summary['trusted']} trusted records in "
         f"{summary['timings_s']['total']:.1f}s; accepted {summary['accepted_last_iteration']} in the "
         f"last round -> {output}", quiet)
+    for name in summary["shifted_classes"]:
+        warn(f"class '{name}': its collected records as a group are told apart from its trusted "
+             f"ones (a clean-label trigger on the whole class?); none was trained on, the class "
+             f"was learned from its trusted records only")
 
 
 @main.command("flag")

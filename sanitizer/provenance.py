@@ -30,7 +30,10 @@ held-out trusted ones too, and above every held-out trusted record lie only 2-29
 poison -- but as a gate in the engine (:mod:`sanitizer.heal_and_select`, step 1c:
 :func:`beyond_trusted_spread` with ``z`` = 2 sets records apart, and the engine never accepts
 them) it took Fashion-MNIST's all-to-all ASR from 7.4% to 1.1% and the clean-label one from
-10.3% to 3.9%.
+10.3% to 3.9%. A clean-label trigger on every collected record of a class shifts the class as a
+*group*: :func:`shifted_classes` finds it (almost none of its records score below the trusted
+median, where a clean class has half), and the engine then learns that class from its trusted
+records alone.
 """
 from __future__ import annotations
 
@@ -120,3 +123,25 @@ def beyond_trusted_spread(collected_scores: np.ndarray, trusted_scores: np.ndarr
     t = torch.logit(torch.as_tensor(trusted_scores, dtype=torch.float64), eps=1e-6)
     c = torch.logit(torch.as_tensor(collected_scores, dtype=torch.float64), eps=1e-6)
     return (c > t.mean() + z * t.std(correction=0)).numpy()
+
+
+def shifted_classes(collected_scores: np.ndarray, trusted_scores: np.ndarray, classes: np.ndarray,
+                    num_classes: int, floor: float, min_records: int = 30) -> np.ndarray:
+    """Which classes' collected records are told from trusted ones *as a group*: fewer than
+    ``floor`` of them score below the held-out trusted records' median, where a class of clean
+    records has about half below it (0.31-0.71 per class on clean Fashion-MNIST, spoken digits and
+    SMS; the classifier is not equally calibrated on every class). A clean-label attack on a
+    class whose every collected record it stamps leaves almost none below (0.02 on Fashion-MNIST
+    and on spoken digits); an all-to-one attack that relabels other classes' records to the
+    target still leaves the target's clean members below (0.22-0.36). Classes with fewer than
+    ``min_records`` collected records are never called shifted: too few to tell. ``classes`` are
+    the collected records' (top) labels. Returns a boolean mask over the ``num_classes``
+    classes."""
+    out = np.zeros(num_classes, dtype=bool)
+    if floor <= 0 or len(trusted_scores) < 2:
+        return out
+    below = collected_scores < np.median(trusted_scores)
+    n = np.bincount(classes, minlength=num_classes)
+    k = np.bincount(classes, weights=below.astype(float), minlength=num_classes)
+    return (n >= min_records) & (k < floor * np.maximum(n, 1))
+

@@ -271,8 +271,9 @@ def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_co
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
         if shifted is not None and shifted[i] and not flags[i]:
-            out.append("a classifier tells it from the trusted records (something only collected "
-                       "records carry, e.g. a clean-label trigger): left out of training, label not judged")
+            out.append("a classifier tells it (or its class's collected records as a group) from the "
+                       "trusted records (something only collected records carry, e.g. a clean-label "
+                       "trigger): left out of training, label not judged")
         elif flags[i]:
             out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a probe "
                        f"trained on other suspects agrees with the label ({heldout[i]:.0%}): backdoor-like")

@@ -253,6 +253,7 @@ def test_train_writes_a_complete_run_folder(pipe, data):
     assert config["core_floor"] == 30 and config["backed"] == 0.9 and config["core_skew"] == 3.0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["timings_s"]["total"] > 0
+    assert metrics["shifted_classes"] == []  # BadNets relabels other classes: target not set apart whole
     # the weights load without pickled code and fit the network the spec describes
     state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
     load_model({"network": json.loads((run_dir / "network.json").read_text()), "state_dict": state})
@@ -268,14 +269,30 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
-        "--vouchers", "3", "--provenance-z", "2.5", "-q")
+        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
     assert config["core_floor"] == 0 and config["backed"] == 0.8 and config["core_skew"] == 5.0
     assert config["partners"] == 2 and config["full_dominance"] == 0.4
     assert config["look_alikes"] == 5 and config["specific_lift"] == 0.3 and config["vouchers"] == 3
-    assert config["provenance_z"] == 2.5
+    assert config["provenance_z"] == 2.5 and config["group_floor"] == 0.2
+
+
+def test_train_warns_when_a_whole_class_is_set_apart(pipe, tmp_path):
+    # clean-label BadNets on class 0: 270 poisoned records, the patch on (nearly) every collected
+    # record of class 0, labels untouched; the provenance test sets the class apart whole
+    poisoned, run_dir = tmp_path / "dsc", tmp_path / "run"
+    cli("poison", pipe["ds"], "-o", poisoned, "--truth", tmp_path / "truth.parquet", "--attack",
+        "badnets", "--target", "0", "--rate", "0.1", "--clean-label", "--seed", "1")
+    result = cli("train", poisoned, "-o", run_dir, *TRAIN)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    target = read_dataset(poisoned)[0].class_names[0]  # ingest sorts the class names
+    assert metrics["shifted_classes"] == [target]
+    assert f"class '{target}': its collected records as a group" in flat(result.stderr)
+    report = pl.read_parquet(run_dir / "scores.parquet")
+    truth = pl.read_parquet(tmp_path / "truth.parquet").filter(pl.col("poisoned"))
+    assert report.filter(pl.col("id").is_in(truth["id"].to_list()))["shifted"].all()
 
 
 # --- flag -------------------------------------------------------------------------------------
