@@ -225,7 +225,9 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                                     scores=res.scores, poisoned=truth, score_history=res.score_history,
                                     selected_history=res.selected_history,
                                     unlearned_history=res.unlearned_history, probs=res.probs,
-                                    labels=train_records.labels[res.collected_index])
+                                    labels=train_records.labels[res.collected_index],
+                                    provenance=res.provenance, shifted=res.shifted,
+                                    shifted_classes=np.array(res.metrics["shifted_classes"], dtype=str))
             if not truth.any():  # every flag is a false alarm: only their number means anything
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         elif method == "provenance":  # the provenance test alone: see sanitizer/provenance.py
@@ -316,8 +318,8 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--save-scores", type=Path, metavar="DIR",
                     help="also save each hasnets case's collected records' scores, ground truth "
-                         "(poisoned or not), labels, final probabilities and per-iteration scores, "
-                         "selections and unlearnings as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
+                         "(poisoned or not), labels, final probabilities, provenance scores and "
+                         "set-apart marks, and per-iteration scores, selections and unlearnings as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
