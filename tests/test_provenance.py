@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from sanitizer.attacks import AttackConfig, poison
 from sanitizer.metrics import auroc
@@ -15,6 +16,7 @@ from sanitizer.heal_and_select import heal_and_select
 from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, class_matched_repeats,
                                  provenance_scores, shifted_classes)
 from sanitizer.records import Records, one_hot
+from sanitizer.scoring import disagreement
 from test_defense import FAST
 
 
@@ -108,3 +110,8 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     assert res.metrics["shifted_classes"] == [records.class_names[0]]
     assert accepted[truth].mean() <= 0.05
     assert accepted[~truth].mean() >= 0.85
+    # a set-apart record scores at least the served network's disagreement with its label, cubed
+    judged = disagreement(torch.as_tensor(res.probs), torch.as_tensor(result.records.labels[res.collected_index]))
+    floor = judged.numpy() ** config.shifted_power
+    assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-6).all()
+    assert (res.scores[res.shifted] > floor[res.shifted] + 1e-6).any()
