@@ -274,6 +274,11 @@ def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_co
             out.append("a classifier tells it (or its class's collected records as a group) from the "
                        "trusted records (something only collected records carry, e.g. a clean-label "
                        "trigger): left out of training, label not judged")
+        elif flags[i] and shifted is not None and shifted[i]:
+            out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a classifier "
+                       f"tells the record from the trusted ones and the model never trained on it; a "
+                       f"probe trained on other suspects agrees with the label ({heldout[i]:.0%}): "
+                       f"backdoor-like")
         elif flags[i]:
             out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a probe "
                        f"trained on other suspects agrees with the label ({heldout[i]:.0%}): backdoor-like")

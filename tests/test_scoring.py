@@ -222,6 +222,7 @@ def test_reasons_say_when_the_provenance_test_set_a_record_apart():
     out = reasons(flags, given, predicted, np.array([0.9, 0.8, 0.8]), np.array([0.7, 0.1, 0.1]),
                   ["cat", "dog"], shifted=np.array([True, True, False]))
     assert "backdoor-like" in out[0]  # a flag says why it is flagged, shifted or not
+    assert "tells the record from the trusted ones" in out[0]
     assert "from the trusted records" in out[1] and "left out of training" in out[1]
     assert out[2] == "healed model agrees with the label"
     assert reasons(flags, given, predicted, np.ones(3), np.ones(3), ["cat", "dog"])[1] == \
