@@ -358,6 +358,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     def predict(model, index) -> torch.Tensor:
         return predict_inputs(model, x[index])
 
+    def judged(p: torch.Tensor) -> torch.Tensor:
+        """The healed network's probabilities for collected records as step 2a judges them:
+        moved to the collected records' own class priors where those are used."""
+        return to_collected_priors(p, trusted_prior) if use_collected_priors else p
+
     def backdoor_test(model, suspects: torch.Tensor, healed: torch.Tensor) -> torch.Tensor:
         """Probabilities from probes fine-tuned on suspects: the suspects of one half are
         predicted by the probe trained on the other half, everyone else by the mean of the two
@@ -510,9 +515,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     held, probes, spared, demoted, alike = None, [], 0, 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
-        probs = predict(model, c_idx)
-        if use_collected_priors:
-            probs = to_collected_priors(probs, trusted_prior)
+        probs = judged(predict(model, c_idx))
         suspects = disagreement(probs, y_c) >= config.suspect_threshold
         held, probes = backdoor_test(model, suspects, probs)
         s = lift(held, probs, y_c)
@@ -557,8 +560,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # 3. a record set apart was never trained on, so the served network cannot have learned
         # its trigger: its confident disagreement with the label is evidence of poison that the
         # probes may have been too slow to lift (all-to-all labels)
-        judged = to_collected_priors(probs, trusted_prior) if use_collected_priors else probs
-        s = torch.where(shifted, torch.maximum(s, disagreement(judged, y_c) ** config.shifted_power), s)
+        s = torch.where(shifted, torch.maximum(s, disagreement(judged(probs), y_c) ** config.shifted_power), s)
     score_hist.append(s)
     del probes
     t_probs = predict(model, every)

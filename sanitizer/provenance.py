@@ -129,10 +129,10 @@ def shifted_classes(collected_scores: np.ndarray, trusted_scores: np.ndarray, cl
                     num_classes: int, floor: float, min_records: int = 30) -> np.ndarray:
     """Which classes' collected records are told from trusted ones *as a group*: fewer than
     ``floor`` of them score below the held-out trusted records' median, where a class of clean
-    records has about half below it (0.31-0.71 per class on clean Fashion-MNIST, spoken digits and
-    SMS; the classifier is not equally calibrated on every class). A clean-label attack on a
-    class whose every collected record it stamps leaves almost none below (0.02 on Fashion-MNIST
-    and on spoken digits); an all-to-one attack that relabels other classes' records to the
+    records has about half below it (0.31-0.72 per class on clean Fashion-MNIST, CIFAR-10, spoken digits
+    and SMS; the classifier is not equally calibrated on every class). A clean-label attack on a
+    class whose every collected record it stamps leaves almost none below (0.00-0.02 on Fashion-MNIST,
+    CIFAR-10 and spoken digits); an all-to-one attack that relabels other classes' records to the
     target still leaves the target's clean members below (0.22-0.36). Classes with fewer than
     ``min_records`` collected records are never called shifted: too few to tell. ``classes`` are
     the collected records' (top) labels. Returns a boolean mask over the ``num_classes``
@@ -144,4 +144,3 @@ def shifted_classes(collected_scores: np.ndarray, trusted_scores: np.ndarray, cl
     n = np.bincount(classes, minlength=num_classes)
     k = np.bincount(classes, weights=below.astype(float), minlength=num_classes)
     return (n >= min_records) & (k < floor * np.maximum(n, 1))
-

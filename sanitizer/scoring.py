@@ -268,19 +268,17 @@ def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_co
     backdoor test's agreement of a probe trained on other suspects with the record's label;
     ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`)."""
     out = []
+    shifted = np.zeros(len(flags), dtype=bool) if shifted is None else shifted
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
-        if shifted is not None and shifted[i] and not flags[i]:
+        if shifted[i] and not flags[i]:
             out.append("a classifier tells it (or its class's collected records as a group) from the "
                        "trusted records (something only collected records carry, e.g. a clean-label "
                        "trigger): left out of training, label not judged")
-        elif flags[i] and shifted is not None and shifted[i]:
-            out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a classifier "
-                       f"tells the record from the trusted ones and the model never trained on it; a "
-                       f"probe trained on other suspects agrees with the label ({heldout[i]:.0%}): "
-                       f"backdoor-like")
         elif flags[i]:
-            out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; a probe "
+            apart = ("a classifier tells the record from the trusted ones and the model never "
+                     "trained on it; " if shifted[i] else "")
+            out.append(f"healed model says '{p}' ({pred_conf[i]:.0%}), label says '{g}'; {apart}a probe "
                        f"trained on other suspects agrees with the label ({heldout[i]:.0%}): backdoor-like")
         elif g == p:
             out.append("healed model agrees with the label")
