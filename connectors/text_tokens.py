@@ -228,6 +228,18 @@ class TextTokenizer:
         found = self._index.get(token)
         return found if found is not None else _crc_bucket(token, self.oov_buckets)
 
+    def describe(self, token_id: int) -> str:
+        """What an id stands for, for people: its vocabulary word (or bigram), or, for an OOV
+        bucket, ``<rare words, bucket N>``; ``<padding>`` for 0."""
+        token_id = int(token_id)
+        if token_id == 0:
+            return "<padding>"
+        if token_id <= self.oov_buckets:
+            return f"<rare words, bucket {token_id}>"
+        if token_id >= self.vocabulary_size:
+            raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocabulary_size})")
+        return self.vocabulary[token_id - 1 - self.oov_buckets]
+
     def encode(self, texts: Iterable[str]) -> np.ndarray:
         """``int64`` ids ``(N, L)``, ``L = min(max_tokens, longest text in tokens)`` but at least
         1; rows right-padded with 0, so a text without words is an all-zero row."""

@@ -129,6 +129,7 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--provenance-z", type=float, default=_DEFAULT.provenance_z, show_default=True, help="Provenance test: never accept a collected record that a classifier trained to tell collected from trusted records sets this many trusted standard deviations (log-odds) above the trusted ones: a trigger only collected records carry, whatever their labels say. 0 = off.")
 @click.option("--group-floor", type=float, default=_DEFAULT.group_floor, show_default=True, help="Provenance test, per class: a class fewer than this share of whose collected records score below the trusted records' median (about half do in a clean class) is set apart whole and learned from its trusted records only: a clean-label trigger on every record of a class. 0 = off.")
 @click.option("--shifted-power", type=float, default=_DEFAULT.shifted_power, show_default=True, help="A record the provenance test set apart scores at least the served network's disagreement with its label to this power (near-certain disagreement counts, a doubtful one hardly); 0 = off.")
+@click.option("--token-alpha", type=float, default=_DEFAULT.token_alpha, show_default=True, help="Provenance test for text, one token at a time: a word that the collected texts carry far more often than the trusted ones would lead one to expect (binomial tail below this over the number of words tested) sets every collected text carrying it apart. 0 = off.")
 @click.option("--provenance-steps", type=int, default=_DEFAULT.provenance_steps, show_default=True, help="Training steps of each of the provenance test's two classifiers.")
 @click.option("--prior-correction/--no-prior-correction", default=_DEFAULT.prior_correction, show_default=True, help="Divide the backdoor-test probes' shift of class priors out of their predictions.")
 @click.option("--prior-gap", type=float, default=_DEFAULT.prior_gap, show_default=True, help="Judge collected records under their own class priors (EM on the healed network's predictions) when the trusted set's class mix is farther than this (total variation) from the collected labels'; 0 always, 1 never.")
@@ -154,6 +155,9 @@ def train_command(dataset, output, quiet, widths, max_tokens, **knobs):
         warn(f"class '{name}': its collected records as a group are told apart from its trusted "
              f"ones (a clean-label trigger on the whole class?); none was trained on, the class "
              f"was learned from its trusted records only")
+    for word in summary.get("planted_words", []):
+        warn(f"word '{word}': far more collected texts carry it than the trusted sample would lead "
+             f"one to expect (a planted trigger word?); none of them was trained on")
 
 
 @main.command("flag")

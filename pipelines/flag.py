@@ -3,8 +3,10 @@
 One row per collected record, most suspect first: ``rank``, ``id``, ``contributor``,
 ``given_label``, ``predicted_label``, ``score`` (1 = most likely poisoned), ``score_min`` /
 ``score_max`` / ``times_rejected`` / ``times_unlearned`` (the record's trajectory over the
-iterations; unlearned: rejected and trained away from its label), ``flagged`` and
-a short ``reason``. A second table summarises contributors (records, flagged rate, z and
+iterations; unlearned: rejected and trained away from its label), ``provenance`` /
+``shifted`` (the provenance test's score, and whether it set the record apart), for text
+``planted_word`` (a word far more collected texts carry than the trusted sample explains, which
+this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table summarises contributors (records, flagged rate, z and
 p-value against the overall rate). Optionally the collected records are split into a clean and
 a quarantined Parquet file (the dataset folder is not touched).
 """
@@ -40,6 +42,8 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     provenance = (s["provenance"].to_numpy() if "provenance" in s.columns
                   else np.full(len(s), np.nan, dtype=np.float32))
     shifted = s["shifted"].to_numpy() if "shifted" in s.columns else np.zeros(len(s), bool)
+    planted = (s["planted_word"].to_numpy() if "planted_word" in s.columns
+               else np.full(len(s), "", dtype=object))  # runs written before the column existed
     report = pl.DataFrame({
         "rank": rank(scores),
         "id": s["id"],
@@ -53,8 +57,9 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "times_unlearned": unlearned.astype(bool).sum(axis=1).astype(np.int32),
         "provenance": provenance.astype(np.float32),
         "shifted": shifted.astype(bool),
+        "planted_word": pl.Series(planted.astype(str), dtype=pl.String),
         "flagged": flags,
-        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes, shifted),
+        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes, shifted, planted),
     }).sort("rank")
     contributors = s["contributor"].to_numpy()
     summary = pl.DataFrame(contributor_summary(contributors, flags),

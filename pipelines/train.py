@@ -25,12 +25,16 @@ from sanitizer.records import Records
 from sanitizer.training import pick_device
 
 
-def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
-    """One row per collected record: the report's raw material."""
+def scores_frame(records: Records, result: HealSelectResult,
+                 tokenizer: TextTokenizer | None = None) -> pl.DataFrame:
+    """One row per collected record: the report's raw material. For text (``tokenizer``), the
+    planted word a record carries, if any (``""`` otherwise)."""
     idx = result.collected_index
     names = np.asarray(records.class_names, dtype=object)
     contributors = records.contributors[idx] if records.contributors is not None else None
     n = len(idx)
+    planted = ([tokenizer.describe(t) if t else "" for t in result.planted_token.tolist()]
+               if tokenizer is not None else [""] * n)
     return pl.DataFrame({
         "id": records.ids[idx].astype(str),
         "contributor": (pl.Series(contributors.astype(object), dtype=pl.String)
@@ -46,6 +50,7 @@ def scores_frame(records: Records, result: HealSelectResult) -> pl.DataFrame:
         "unlearned_history": result.unlearned_history.T,
         "provenance": result.provenance.astype(np.float32),
         "shifted": result.shifted,
+        "planted_word": pl.Series(planted, dtype=pl.String),
     })
 
 
@@ -85,7 +90,9 @@ def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | No
         "records": {"collected": int((~records.trusted).sum()), "trusted": int(records.trusted.sum())},
     }
     metrics = {**result.metrics, "timings_s": result.timings}
+    if tokenizer is not None:  # the provenance test's planted-word suspects, as words
+        metrics["planted_words"] = [tokenizer.describe(t) for t in metrics["planted_tokens"]]
     write_run(output, state_dict=result.model.state_dict(), network=result.spec.to_dict(),
-              config=config.to_dict(), scores=scores_frame(records, result), metrics=metrics,
+              config=config.to_dict(), scores=scores_frame(records, result, tokenizer), metrics=metrics,
               manifest=manifest, tokenizer=None if tokenizer is None else tokenizer.to_dict())
     return {"output": str(output), **manifest["records"], **metrics}

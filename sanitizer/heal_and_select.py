@@ -140,7 +140,8 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.provenance import beyond_trusted_spread, provenance_scores, shifted_classes
+from sanitizer.provenance import (beyond_trusted_spread, planted_shares, provenance_scores,
+                                  shifted_classes)
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
                                support, to_collected_priors, undo_prior_shift, vouched)
@@ -189,6 +190,8 @@ class HealSelectConfig:
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 3.0    # > 0: a record the provenance test set apart scores at least the
                                   # served network's disagreement with its label to this power
+    token_alpha: float = 0.05     # > 0: text records carrying a token the trusted texts lack beyond
+                                  # chance (family-wise level this) are set apart and flagged (0 = off)
     max_shift: int = 0            # random translation of images, in pixels
     widths: tuple[int, ...] | None = None
     seed: int = 0
@@ -236,6 +239,7 @@ class HealSelectResult:
     heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
+    planted_token: np.ndarray          # text: the over-represented token a record carries (0: none)
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
 
@@ -508,6 +512,19 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         shifted |= torch.from_numpy(group[labelled]).to(device)
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
         timings["provenance"] = time.perf_counter() - t0
+    # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
+    planted: list[int] = []
+    planted_token = np.zeros(n_c, dtype=np.int64)  # the planted token each record carries (0: none)
+    carried = torch.zeros(n_c, device=device)      # ... and that token's planted share
+    if config.token_alpha > 0 and records.modality == "text" and n_c and len(all_trusted):
+        shares = planted_shares(records.features, records.trusted, records.hard_labels, num_classes,
+                                records.vocabulary_size, config.token_alpha)
+        planted = np.flatnonzero(shares).tolist()
+        ids = records.features[collected_index]
+        at = (np.arange(n_c), shares[ids].argmax(1))
+        planted_token = np.where(shares[ids[at]] > 0, ids[at], 0)
+        carried = torch.from_numpy(shares[planted_token]).float().to(device)
+        shifted |= carried > 0
 
     score_hist, selected_hist, unlearned_hist = [], [], []
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
@@ -561,6 +578,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # its trigger: its confident disagreement with the label is evidence of poison that the
         # probes may have been too slow to lift (all-to-all labels)
         s = torch.where(shifted, torch.maximum(s, disagreement(judged(probs), y_c) ** config.shifted_power), s)
+    # ... and a text carrying a planted word scores at least the word's planted share
+    s = torch.maximum(s, carried)
     score_hist.append(s)
     del probes
     t_probs = predict(model, every)
@@ -572,6 +591,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "left_out_for_look_alikes": alike,
         "left_out_for_provenance": int(shifted.sum()),
         "shifted_classes": shifted_class_names,
+        "planted_tokens": planted,
         "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,
@@ -589,6 +609,6 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                            else np.zeros((0, n_c), dtype=bool)),
         probs=probs.cpu().numpy(),
         heldout_agreement=agreement(held, y_c).cpu().numpy(),
-        provenance=provenance, shifted=shifted.cpu().numpy(),
+        provenance=provenance, shifted=shifted.cpu().numpy(), planted_token=planted_token,
         timings=timings, metrics=metrics,
     )

@@ -37,6 +37,8 @@ records alone.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -144,3 +146,76 @@ def shifted_classes(collected_scores: np.ndarray, trusted_scores: np.ndarray, cl
     n = np.bincount(classes, minlength=num_classes)
     k = np.bincount(classes, weights=below.astype(float), minlength=num_classes)
     return (n >= min_records) & (k < floor * np.maximum(n, 1))
+
+
+def binomial_log_cdf(k: np.ndarray, n: int, p: np.ndarray) -> np.ndarray:
+    """``log P(X <= k)`` for ``X ~ Binomial(n, p)``, elementwise over ``k`` and ``p`` (the lower
+    tail summed exactly in log space with ``lgamma``: no scipy needed)."""
+    k = np.asarray(k, dtype=np.int64)
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
+    if not k.size:
+        return np.zeros(0)
+    j = torch.arange(int(k.max()) + 1, dtype=torch.float64)[None, :]           # (1, max k + 1)
+    pt = torch.from_numpy(p)[:, None]
+    log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(j + 1) \
+        - torch.lgamma(n - j + 1)
+    terms = log_choose + j * torch.log(pt) + (n - j) * torch.log1p(-pt)
+    terms = terms.masked_fill(j > torch.from_numpy(k)[:, None], -math.inf)
+    return torch.logsumexp(terms, dim=1).numpy()
+
+
+def document_counts(ids: np.ndarray, groups: np.ndarray, num_groups: int, vocabulary_size: int) -> np.ndarray:
+    """``(num_groups, vocabulary_size)``: in how many records of each group each token occurs
+    (once per record however often it repeats; token 0, the padding, is never counted)."""
+    s = np.sort(ids, axis=1)
+    first = np.ones(s.shape, dtype=bool)
+    first[:, 1:] = s[:, 1:] != s[:, :-1]
+    keep = first & (s > 0)
+    rows = np.broadcast_to(groups[:, None], s.shape)[keep]
+    counts = np.bincount(rows * vocabulary_size + s[keep], minlength=num_groups * vocabulary_size)
+    return counts.reshape(num_groups, vocabulary_size)
+
+
+def planted_shares(ids: np.ndarray, trusted: np.ndarray, classes: np.ndarray, num_classes: int,
+                   vocabulary_size: int, alpha: float = 0.05) -> np.ndarray:
+    """For each token, the share of the collected texts carrying it that the trusted sample does
+    not explain -- where that excess is beyond chance; 0 for every other token. The provenance
+    test for token data, one token at a time.
+
+    Each token's share of collected records of class ``c`` predicts how many trusted records of
+    class ``c`` carry it (summed over classes, so a class-balanced trusted set against skewed
+    collected data expects each class's own vocabulary). A trusted count at the far low end of
+    that binomial is what a trigger word does -- planted in 10% of the collected records, absent
+    from every vetted one. A token is *over-represented* when that lower-tail probability is
+    below ``alpha`` divided by the number of tokens that could be (Bonferroni over the tokens
+    expected in at least one trusted record: a rarer token's lowest possible tail probability is
+    above e^-1, it can never be significant); its planted share is ``1 - observed / expected``
+    trusted carriers: 1 for a word no trusted text has. Measured (``benchmarks/RESULTS.md``):
+    the planted word is the only token found on complaint texts (log tail -13 to -20 against a
+    cut of -9.9; the most extreme clean token -5.0) and on SMS (-12 to -62; clean -4.9), where an
+    all-to-one relabelling also exposes one or two of the source class's own words (shares
+    0.6-0.9: the labels the expectation is matched on are the attacker's). It needs a trusted
+    set large enough to expect the word in about ten trusted texts (a 10% trigger with 100
+    trusted records); with fewer nothing is found.
+
+    ``ids`` are token ids ``(N, L)`` (0 = padding), ``trusted`` a mask over the records,
+    ``classes`` their (top) labels. Returns a float array over the vocabulary."""
+    out = np.zeros(vocabulary_size)
+    n_trusted = int(trusted.sum())
+    if alpha <= 0 or n_trusted == 0 or trusted.all():
+        return out
+    classes = np.asarray(classes, dtype=np.int64)
+    collected_counts = document_counts(ids[~trusted], classes[~trusted], num_classes, vocabulary_size)
+    n_collected = np.maximum(np.bincount(classes[~trusted], minlength=num_classes), 1)
+    n_trusted_class = np.bincount(classes[trusted], minlength=num_classes)
+    expected = (n_trusted_class[:, None] * collected_counts / n_collected[:, None]).sum(0)
+    observed = document_counts(ids[trusted], np.zeros(n_trusted, np.int64), 1, vocabulary_size)[0]
+    tested = expected >= 1.0
+    tested[0] = False
+    if not tested.any():
+        return out
+    lower = np.flatnonzero(tested & (observed < expected))  # only these can be in the low tail
+    log_tail = binomial_log_cdf(observed[lower], n_trusted, expected[lower] / n_trusted)
+    found = lower[log_tail < math.log(alpha / int(tested.sum()))]
+    out[found] = 1.0 - observed[found] / expected[found]
+    return out

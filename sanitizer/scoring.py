@@ -263,15 +263,21 @@ def flag(scores: np.ndarray, rule: FlagRule | None = None) -> np.ndarray:
 
 
 def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_conf: np.ndarray,
-            heldout: np.ndarray, class_names: list[str], shifted: np.ndarray | None = None) -> list[str]:
+            heldout: np.ndarray, class_names: list[str], shifted: np.ndarray | None = None,
+            planted: np.ndarray | None = None) -> list[str]:
     """A short sentence per record saying why it was (or was not) flagged. ``heldout`` is the
     backdoor test's agreement of a probe trained on other suspects with the record's label;
-    ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`)."""
+    ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`);
+    ``planted`` names, for text, the over-represented word a record carries (``""``: none)."""
     out = []
     shifted = np.zeros(len(flags), dtype=bool) if shifted is None else shifted
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
-        if shifted[i] and not flags[i]:
+        if planted is not None and planted[i]:
+            out.append(f"carries '{planted[i]}', a word far more collected texts carry than the trusted "
+                       f"sample explains (a planted trigger?): left out of training; label says "
+                       f"'{g}', healed model says '{p}' ({pred_conf[i]:.0%})")
+        elif shifted[i] and not flags[i]:
             out.append("a classifier tells it (or its class's collected records as a group) from the "
                        "trusted records (something only collected records carry, e.g. a clean-label "
                        "trigger): left out of training, label not judged")

@@ -46,7 +46,7 @@ def run_pipeline(work: Path, ingest_args: list, predict_args: list, poison_args:
     invoke("ingest", *ingest_args, "-o", work / "ds", "-q")
     invoke("poison", work / "ds", "-o", work / "dsp", "--truth", work / "truth.parquet",
            "--target", TARGET, "--rate", 0.1, "--seed", 1, *poison_args)
-    invoke("train", work / "dsp", "-o", work / "run", "-q", "--device", "cpu")
+    trained = invoke("train", work / "dsp", "-o", work / "run", "-q", "--device", "cpu")
     invoke("flag", work / "run", "-o", work / "flags.parquet", "-q")
     invoke("export", work / "run", "-o", work / "model.onnx", "-q")
     invoke("predict", work / "model.onnx", *predict_args, "-o", work / "preds.parquet", "-q")
@@ -55,7 +55,8 @@ def run_pipeline(work: Path, ingest_args: list, predict_args: list, poison_args:
     joined = flags.join(truth.select("id", "poisoned"), on="id")
     return {"flags": joined, "preds": pl.read_parquet(work / "preds.parquet"),
             "auroc": auroc(joined["score"].to_numpy(), joined["poisoned"].to_numpy()),
-            "truth": truth}
+            "truth": truth, "train_output": trained,
+            "metrics": json.loads((work / "run" / "metrics.json").read_text())}
 
 
 def required(path: Path) -> Path:
@@ -162,9 +163,22 @@ def test_text_predict_reads_raw_text(text):
     assert accuracy >= 0.93, accuracy  # measured 0.963 (majority class: 0.87; oracle 0.947)
 
 
+def test_text_provenance_finds_the_planted_word(text):
+    # "cf" is in 440 of the 4,167 collected messages and in none of the 233 vetted ones, which
+    # at that rate would hold ~25: the token test names it, and only it
+    assert text["metrics"]["planted_words"] == ["cf"]
+    assert "word 'cf'" in text["train_output"]
+    flags = text["flags"]
+    poisoned = flags.filter(pl.col("poisoned"))
+    assert (poisoned["planted_word"] == "cf").all() and poisoned["shifted"].all()
+    assert poisoned["flagged"].all() and poisoned["reason"].str.starts_with("carries 'cf'").all()
+    carriers = flags.filter(pl.col("planted_word") == "cf")
+    assert len(carriers) <= 1.05 * len(poisoned), len(carriers)  # few clean messages say "cf"
+
+
 def test_text_defense_stops_the_word_backdoor(text):
     work = text["work"]
-    assert text["auroc"] >= 0.95, text["auroc"]  # measured 0.977 (target 0.99: RESULTS.md)
+    assert text["auroc"] >= 0.99, text["auroc"]  # measured 1.000 (0.977 before the token test)
     test = pl.read_csv(work / "test.csv")
     classes = read_metadata(work / "model.onnx")["class_names"]
     labels = np.array([classes.index(v) for v in test["label"]])
@@ -173,9 +187,8 @@ def test_text_defense_stops_the_word_backdoor(text):
     x_bd, y_bd, _ = triggered_test_set(texts, labels, config, trigger=trigger)
     tokenizer = TextTokenizer.from_dict(read_metadata(work / "model.onnx")["input_spec"]["tokenizer"])
     asr = (onnx_scores(work / "model.onnx", tokenizer.encode(x_bd)) == TARGET).mean()
-    # Measured 0.175 here (no defense: 1.00; the oracle, trained on the truly clean records of
+    # Measured 0.000 here (no defense: 1.00; the oracle, trained on the truly clean records of
     # this split, 0.33: 10% poison relabels ~3/4 of the collected spam, so spam recall is only
-    # ~0.65 with or without the trigger). Before the judging network healed on a class-balanced
-    # core of this random vetted sample it was 0.56. The 2% target is NOT met on SMS yet
-    # (benchmarks/RESULTS.md says why); this guards that the backdoor stays mostly removed.
-    assert asr <= 0.30, asr
+    # ~0.65 with or without the trigger). 0.175 before the token test set every message carrying
+    # "cf" apart, 0.56 before the judging network healed on a class-balanced core.
+    assert asr <= 0.02, asr

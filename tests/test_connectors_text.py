@@ -180,6 +180,16 @@ def test_round_trip_and_stable_hashing_across_processes(tmp_path, sms, sms_token
         TextTokenizer(["a", "b", "a"])
 
 
+def test_describe_names_what_an_id_stands_for():
+    tok = TextTokenizer(["the", "cf"], oov_buckets=4)
+    assert [tok.describe(i) for i in range(7)] == ["<padding>", "<rare words, bucket 1>",
+                                                   "<rare words, bucket 2>", "<rare words, bucket 3>",
+                                                   "<rare words, bucket 4>", "the", "cf"]
+    assert tok.describe(tok.token_id("cf")) == "cf"
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        tok.describe(7)
+
+
 def test_bigrams_are_interleaved_in_reading_order(sms):
     texts = sms["text"].to_list()
     tok = TextTokenizer.fit(texts, bigrams=True)

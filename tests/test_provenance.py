@@ -5,6 +5,7 @@ clean collected records stay indistinguishable from held-out trusted ones."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 from sanitizer.attacks import AttackConfig, poison
 from sanitizer.metrics import auroc
 from sanitizer.heal_and_select import heal_and_select
-from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, class_matched_repeats,
+from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, binomial_log_cdf,
+                                 class_matched_repeats, document_counts, planted_shares,
                                  provenance_scores, shifted_classes)
 from sanitizer.records import Records, one_hot
 from sanitizer.scoring import disagreement
@@ -93,6 +95,47 @@ def test_shifted_classes_are_those_with_almost_no_record_below_the_trusted_media
     assert shifted_classes(scores, trusted, classes, 5, floor=0.1, min_records=10)[3]
     assert not shifted_classes(scores, trusted, classes, 5, floor=0).any()        # off
     assert not shifted_classes(scores, trusted[:1], classes, 5, floor=0.1).any()  # no median to trust
+
+
+def test_binomial_log_cdf_is_the_exact_lower_tail():
+    for k, n, p in [(0, 76, 0.16), (3, 20, 0.5), (7, 7, 0.3), (2, 220, 0.05)]:
+        exact = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k + 1))
+        assert binomial_log_cdf(np.array([k]), n, np.array([p]))[0] == pytest.approx(math.log(exact), rel=1e-9)
+
+
+def test_document_counts_count_each_record_once_and_never_the_padding():
+    ids = np.array([[3, 3, 1, 0], [1, 2, 0, 0], [3, 0, 0, 0]])
+    counts = document_counts(ids, np.array([0, 1, 1]), 2, 4)
+    assert counts.tolist() == [[0, 1, 0, 1], [0, 1, 1, 1]]
+
+
+def _texts(rng, n: int, vocabulary: range, length: int = 12) -> np.ndarray:
+    return rng.choice(np.array(vocabulary), size=(n, length))
+
+
+def test_planted_shares_find_a_planted_word_and_nothing_in_clean_texts():
+    rng = np.random.default_rng(0)
+    n, n_trusted = 2000, 100
+    # two classes with their own words (ids 10-59 and 60-109) and shared ones (110-159); the
+    # trusted set is class-balanced (50 + 50), the collected texts 80% class 0
+    classes = np.r_[np.zeros(1560, np.int64), np.ones(340, np.int64), np.zeros(50, np.int64), np.ones(50, np.int64)]
+    ids = np.where(rng.random((n, 12)) < 0.5, _texts(rng, n, range(110, 160)),
+                   np.where(classes[:, None] == 0, _texts(rng, n, range(10, 60)), _texts(rng, n, range(60, 110))))
+    trusted = np.r_[np.zeros(1900, bool), np.ones(n_trusted, bool)]
+    # clean: neither the skewed class mix nor sampling noise over 150 words makes a suspect
+    assert not planted_shares(ids, trusted, classes, 2, 200).any()
+    planted = ids.copy()
+    carriers = rng.permutation(1900)[:190]           # 10% of the collected texts
+    planted[carriers, rng.integers(0, 12, 190)] = 7   # a word no trusted text has
+    found = planted_shares(planted, trusted, classes, 2, 200)
+    assert np.flatnonzero(found).tolist() == [7] and found[7] == 1.0  # no trusted text carries it
+    assert not planted_shares(planted, trusted, classes, 2, 200, alpha=0).any()  # off
+    # too few trusted texts to expect the word in many (10 of them, 1 expected): nothing found
+    few = np.r_[np.zeros(1990, bool), np.ones(10, bool)]
+    assert not planted_shares(planted, few, classes, 2, 200)[7]
+    # the same word in trusted texts at the collected rate is no suspect
+    planted[1900 + rng.permutation(n_trusted)[:10], 0] = 7
+    assert not planted_shares(planted, trusted, classes, 2, 200)[7]
 
 
 def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
