@@ -37,6 +37,15 @@ The loop, every knob in :class:`HealSelectConfig`:
    measured); a clean-label trigger stamped on a whole class leaves 0.00-0.02 (Fashion-MNIST,
    CIFAR-10, spoken digits), where the record-by-record cut still let ~40% of them in (ASR
    3.9%); an all-to-one attack, whose target also holds its own clean records, 0.22-0.36.
+   **Per token** (text, ``token_alpha`` 0.05, :func:`sanitizer.provenance.planted_shares`): the
+   classifiers above learn little from ~40 vetted complaint texts (AUROC 0.55: they memorise
+   the texts), but a trigger word can be counted. A word that far more collected texts carry
+   than the trusted sample explains (binomial lower tail, class-matched, Bonferroni over the
+   words that could be significant) sets every collected text carrying it apart, and each such
+   text scores at least the word's *planted share* (1 - trusted carriers / expected: 1 when no
+   vetted text has it) -- a clean-label carrier too, whose label is right but whose trigger is
+   not. Complaint texts, 10% poison, 5% trusted: all-to-all ASR 25.4% -> 17.0%, AUROC 0.68 ->
+   0.97; SMS clean-label AUROC 0.51 -> 1.00, the word trigger's ASR 8.7% -> 1.9%.
 2. For each iteration:
 
    a. **Disagreement.** The healed network predicts each collected record. When the core's
@@ -521,7 +530,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                                 records.vocabulary_size, config.token_alpha)
         planted = np.flatnonzero(shares).tolist()
         ids = records.features[collected_index]
-        at = (np.arange(n_c), shares[ids].argmax(1))
+        at = (np.arange(n_c), shares.astype(np.float32)[ids].argmax(1))  # (N, L) float32 scratch
         planted_token = np.where(shares[ids[at]] > 0, ids[at], 0)
         carried = torch.from_numpy(shares[planted_token]).float().to(device)
         shifted |= carried > 0

@@ -34,6 +34,11 @@ them) it took Fashion-MNIST's all-to-all ASR from 7.4% to 1.1% and the clean-lab
 *group*: :func:`shifted_classes` finds it (almost none of its records score below the trusted
 median, where a clean class has half), and the engine then learns that class from its trusted
 records alone.
+
+Where the classifier sees nothing -- a few dozen vetted complaint texts, which it memorises --
+token data can be counted instead: :func:`planted_shares` asks, word by word, whether far more
+collected texts carry it than the trusted sample explains. A planted word is the only one found
+on the complaint and SMS texts, and the engine sets every text carrying it apart.
 """
 from __future__ import annotations
 
@@ -192,9 +197,10 @@ def planted_shares(ids: np.ndarray, trusted: np.ndarray, classes: np.ndarray, nu
     above e^-1, it can never be significant); its planted share is ``1 - observed / expected``
     trusted carriers: 1 for a word no trusted text has. Measured (``benchmarks/RESULTS.md``):
     the planted word is the only token found on complaint texts (log tail -13 to -20 against a
-    cut of -9.9; the most extreme clean token -5.0) and on SMS (-12 to -62; clean -4.9), where an
-    all-to-one relabelling also exposes one or two of the source class's own words (shares
-    0.6-0.9: the labels the expectation is matched on are the attacker's). It needs a trusted
+    cut of -9.7 to -10.0; the most extreme clean token -5.0) and on SMS (-12 to -62; clean -4.9),
+    where an all-to-one relabelling also exposes two of the source class's own words (shares
+    0.86 and 1, 8 clean carriers: the labels the expectation is matched on are the attacker's).
+    It needs a trusted
     set large enough to expect the word in about ten trusted texts (a 10% trigger with 100
     trusted records); with fewer nothing is found.
 

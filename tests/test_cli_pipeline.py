@@ -269,7 +269,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
-        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "-q")
+        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--token-alpha", "0.01", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
@@ -277,7 +277,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     assert config["partners"] == 2 and config["full_dominance"] == 0.4
     assert config["look_alikes"] == 5 and config["specific_lift"] == 0.3 and config["vouchers"] == 3
     assert config["provenance_z"] == 2.5 and config["group_floor"] == 0.2
-    assert config["shifted_power"] == 2.0
+    assert config["shifted_power"] == 2.0 and config["token_alpha"] == 0.01
 
 
 def test_train_warns_when_a_whole_class_is_set_apart(pipe, tmp_path):

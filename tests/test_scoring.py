@@ -227,3 +227,15 @@ def test_reasons_say_when_the_provenance_test_set_a_record_apart():
     assert out[2] == "healed model agrees with the label"
     assert reasons(flags, given, predicted, np.ones(3), np.ones(3), ["cat", "dog"])[1] == \
         "healed model agrees with the label"
+
+
+def test_reasons_name_the_planted_word_a_text_carries():
+    flags = np.array([True, False, True])
+    given, predicted = np.array([0, 0, 1]), np.array([0, 0, 0])
+    out = reasons(flags, given, predicted, np.array([0.9, 0.8, 0.7]), np.array([0.7, 0.1, 0.9]),
+                  ["ham", "spam"], shifted=np.array([True, False, False]),
+                  planted=np.array(["cf", "", ""], dtype=object))
+    # a clean-label carrier: its label is right, the word is why it is flagged
+    assert out[0].startswith("carries 'cf'") and "label says 'ham'" in out[0]
+    assert out[1] == "healed model agrees with the label"
+    assert "backdoor-like" in out[2]  # no word: the usual reason
