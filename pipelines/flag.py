@@ -6,8 +6,8 @@ One row per collected record, most suspect first: ``rank``, ``id``, ``contributo
 iterations; unlearned: rejected and trained away from its label), ``provenance`` /
 ``shifted`` (the provenance test's score, and whether it set the record apart), for text
 ``planted_word`` (a word far more collected texts carry than the trusted sample explains, which
-this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table summarises contributors (records, flagged rate, z and
-p-value against the overall rate). Optionally the collected records are split into a clean and
+this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table
+summarises contributors (records, flagged rate, z and p-value against the overall rate). Optionally the collected records are split into a clean and
 a quarantined Parquet file (the dataset folder is not touched).
 """
 

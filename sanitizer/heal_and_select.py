@@ -530,8 +530,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                                 records.vocabulary_size, config.token_alpha)
         planted = np.flatnonzero(shares).tolist()
         ids = records.features[collected_index]
-        at = (np.arange(n_c), shares.astype(np.float32)[ids].argmax(1))  # (N, L) float32 scratch
-        planted_token = np.where(shares[ids[at]] > 0, ids[at], 0)
+        best = ids[np.arange(n_c), shares.astype(np.float32)[ids].argmax(1)]  # its likeliest-planted token
+        planted_token = np.where(shares[best] > 0, best, 0)
         carried = torch.from_numpy(shares[planted_token]).float().to(device)
         shifted |= carried > 0
 

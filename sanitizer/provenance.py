@@ -200,9 +200,8 @@ def planted_shares(ids: np.ndarray, trusted: np.ndarray, classes: np.ndarray, nu
     cut of -9.7 to -10.0; the most extreme clean token -5.0) and on SMS (-12 to -62; clean -4.9),
     where an all-to-one relabelling also exposes two of the source class's own words (shares
     0.86 and 1, 8 clean carriers: the labels the expectation is matched on are the attacker's).
-    It needs a trusted
-    set large enough to expect the word in about ten trusted texts (a 10% trigger with 100
-    trusted records); with fewer nothing is found.
+    It needs a trusted set large enough to expect the word in about ten trusted texts (a 10%
+    trigger with 100 trusted records); with fewer nothing is found.
 
     ``ids`` are token ids ``(N, L)`` (0 = padding), ``trusted`` a mask over the records,
     ``classes`` their (top) labels. Returns a float array over the vocabulary."""
