@@ -254,6 +254,21 @@ class TextTokenizer:
             out[i, :len(row)] = row
         return out
 
+    def distinct_ids(self, texts: Iterable[str]) -> np.ndarray:
+        """Each *whole* text's distinct token ids, ``int32`` ``(N, U)``, ascending, right-padded
+        with 0 (``U`` = the most any text has, at least 1). Nothing is truncated: this is what
+        a word count reads (the engine's planted-word test, ``Records.token_sets``), so that a
+        trigger word past ``max_tokens`` is counted too, though the network never reads it."""
+        rows = []
+        index, buckets = self._index, self.oov_buckets
+        for text in texts:
+            rows.append(sorted({index[u] if u in index else _crc_bucket(u, buckets)
+                                for u in self._units(text)}))
+        out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=0))), dtype=np.int32)
+        for i, row in enumerate(rows):
+            out[i, :len(row)] = row
+        return out
+
     # -- storing --------------------------------------------------------------------------
 
     def to_dict(self) -> dict:

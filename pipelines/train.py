@@ -55,10 +55,13 @@ def scores_frame(records: Records, result: HealSelectResult,
 
 
 def tokenize(records: Records, max_tokens: int = 256) -> tuple[Records, TextTokenizer]:
-    """Text records as token ids, with the tokenizer fitted on their texts."""
+    """Text records as token ids, with the tokenizer fitted on their texts: the first
+    ``max_tokens`` ids for the network, and each whole text's distinct ids as ``token_sets``
+    for the engine's word count."""
     tokenizer = TextTokenizer.fit(records.features, max_tokens=max_tokens)
     ids = tokenizer.encode(records.features)
-    return records.with_features(ids, vocabulary_size=tokenizer.vocabulary_size), tokenizer
+    return records.with_features(ids, vocabulary_size=tokenizer.vocabulary_size,
+                                 token_sets=tokenizer.distinct_ids(records.features)), tokenizer
 
 
 def train(dataset: str | Path, output: str | Path, config: HealSelectConfig | None = None,

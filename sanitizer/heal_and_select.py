@@ -45,7 +45,10 @@ The loop, every knob in :class:`HealSelectConfig`:
    text scores at least the word's *planted share* (1 - trusted carriers / expected: 1 when no
    vetted text has it) -- a clean-label carrier too, whose label is right but whose trigger is
    not. Complaint texts, 10% poison, 5% trusted: all-to-all ASR 25.4% -> 17.0%, AUROC 0.68 ->
-   0.97; SMS clean-label AUROC 0.51 -> 1.00, the word trigger's ASR 8.7% -> 1.9%.
+   0.97; SMS clean-label AUROC 0.51 -> 1.00, the word trigger's ASR 8.7% -> 1.9%. The count
+   reads each *whole* text (``Records.token_sets``, when the tokenizer supplied them): the
+   network reads only the first ``max_tokens`` words, and 11 of 164 poisoned complaints had
+   the word past them -- unread, unflagged, and a trigger again for any longer model.
 2. For each iteration:
 
    a. **Disagreement.** The healed network predicts each collected record. When the core's
@@ -125,9 +128,21 @@ The loop, every knob in :class:`HealSelectConfig`:
       points of accuracy.
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
 
-3. The served model is the last healed network; the last suspicion scores are the report's, and
-   every iteration's scores and selections are kept as the record's trajectory. A record the
-   provenance test set apart scores at least its served-network disagreement to the power
+3. **Retrain** (``retrain``, off by default until every table is re-measured with it): the served network is trained *from scratch* on the
+   last round's training set -- the trusted set (repeated), the accepted records, the rejections
+   it unlearns -- for as many passes as the rounds made together (``iterations`` x
+   ``train_epochs``), then healed as in 2e. The network that made the rounds started from a
+   judge healed for ``seed_steps`` on a few trusted records and carries that start: on
+   complaint texts it reached 77.1% where plain training on the same selected records reached
+   80.3% (oracle 81.0%), and its all-to-all ASR (natural confusions with the next class
+   included) 14.5% against 8.8%. Retrained: 80.7%, 9.5% (spoken digits, all-to-all: 98.0% ->
+   99.0%, ASR 4.0% -> 0.3%; Fashion-MNIST BadNets / blended / all-to-all within 0.5 points of
+   accuracy and ASR either way). The rounds only decide *what* is trained on. With ``retrain``
+   off the served model is the last healed network.
+
+4. **Scores.** The last suspicion scores, with the served network's predictions, are the
+   report's; every iteration's scores and selections are kept as the record's trajectory. A
+   record the provenance test set apart scores at least its served-network disagreement to the power
    ``shifted_power`` (3): that network never trained on it, so a label it confidently rejects is
    not one a trigger taught it. Near-certain disagreement counts nearly fully (0.9 -> 0.73), a
    doubtful one hardly (0.6 -> 0.22), so the hard clean records among the set-apart ones
@@ -199,6 +214,8 @@ class HealSelectConfig:
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 3.0    # > 0: a record the provenance test set apart scores at least the
                                   # served network's disagreement with its label to this power
+    retrain: bool = False         # serve a network trained afresh on the last round's training set
+                                  # (iterations x train_epochs passes), then healed
     token_alpha: float = 0.05     # > 0: text records carrying a token the trusted texts lack beyond
                                   # chance (family-wise level this) are set apart and flagged (0 = off)
     max_shift: int = 0            # random translation of images, in pixels
@@ -526,10 +543,12 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     planted_token = np.zeros(n_c, dtype=np.int64)  # the planted token each record carries (0: none)
     carried = torch.zeros(n_c, device=device)      # ... and that token's planted share
     if config.token_alpha > 0 and records.modality == "text" and n_c and len(all_trusted):
-        shares = planted_shares(records.features, records.trusted, records.hard_labels, num_classes,
+        # whole texts where the records carry them: a trigger past the truncation counts too
+        words = records.features if records.token_sets is None else records.token_sets
+        shares = planted_shares(words, records.trusted, records.hard_labels, num_classes,
                                 records.vocabulary_size, config.token_alpha)
         planted = np.flatnonzero(shares).tolist()
-        ids = records.features[collected_index]
+        ids = words[collected_index]
         best = ids[np.arange(n_c), shares.astype(np.float32)[ids].argmax(1)]  # its likeliest-planted token
         planted_token = np.where(shares[best] > 0, best, 0)
         carried = torch.from_numpy(shares[planted_token]).float().to(device)
@@ -575,6 +594,14 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # 2e. heal on the trusted set
         run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
 
+    if config.retrain and selected_hist:
+        # 3. the served network: trained from scratch on the last round's training set (the
+        # records it accepted, the trusted set, the rejections it unlearns), then healed
+        model = build_network(spec).to(device)
+        run("retrain", model, data, steps_for(config.iterations * config.train_epochs, len(keep),
+                                              config.batch_size),
+            config.lr, config.batch_size, repeat=repeat[keep.cpu()])
+        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
     # final scores: the served network's disagreement, times the last backdoor test
     probs = predict(model, c_idx)
     if held is None:  # no iteration ran: nothing was tested, disagreement is all there is
@@ -583,7 +610,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     else:
         s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
     if config.shifted_power > 0 and shifted.any():
-        # 3. a record set apart was never trained on, so the served network cannot have learned
+        # 4. a record set apart was never trained on, so the served network cannot have learned
         # its trigger: its confident disagreement with the label is evidence of poison that the
         # probes may have been too slow to lift (all-to-all labels)
         s = torch.where(shifted, torch.maximum(s, disagreement(judged(probs), y_c) ** config.shifted_power), s)

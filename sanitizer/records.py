@@ -16,6 +16,10 @@ A dataset is a set of *records*. Each record has
                                             encoded it for training (``vocabulary_size`` set)
   ========== ============================== ===============================================
 
+  Text as token ids may also carry ``token_sets``: each *whole* text's distinct token ids
+  ``(N, U)``, 0-padded. ``features`` holds only the ``L`` tokens the network reads (long texts
+  are truncated); a word count (the engine's planted-word test) reads the whole text.
+
 * ``labels`` -- a probability vector over the classes, shape ``(N, K)``, ``float32``, rows summing
   to 1. A hard label is a one-hot row; a "confidence" label (the HaS-Nets threat model) is any
   other distribution, such as 0.64 on one class and the rest spread over the others.
@@ -60,6 +64,7 @@ class Records:
     feature_names: list[str] = field(default_factory=list)
     sample_rate: int | None = None  # audio: samples per second of every waveform
     vocabulary_size: int | None = None  # text as token ids: ids are 0 .. vocabulary_size - 1
+    token_sets: np.ndarray | None = None  # text as token ids: each whole text's distinct ids (N, U)
 
     def __post_init__(self) -> None:
         n = len(self.features)
@@ -74,6 +79,8 @@ class Records:
                 raise ValueError(f"{name} has {len(getattr(self, name))} rows, features has {n}")
         if self.contributors is not None and len(self.contributors) != n:
             raise ValueError(f"contributors has {len(self.contributors)} rows, features has {n}")
+        if self.token_sets is not None and len(self.token_sets) != n:
+            raise ValueError(f"token_sets has {len(self.token_sets)} rows, features has {n}")
         if self.modality == "audio" and not self.sample_rate:
             raise ValueError("audio records need a sample_rate")
         self.trusted = np.asarray(self.trusted, dtype=bool)
@@ -114,15 +121,22 @@ class Records:
             feature_names=list(self.feature_names),
             sample_rate=self.sample_rate,
             vocabulary_size=self.vocabulary_size,
+            token_sets=None if self.token_sets is None else self.token_sets[index],
         )
 
-    def with_features(self, features: np.ndarray, vocabulary_size: int | None = None) -> "Records":
-        """The same records with other features (e.g. texts replaced by their token ids)."""
+    def with_features(self, features: np.ndarray, vocabulary_size: int | None = None,
+                      token_sets: np.ndarray | None = None) -> "Records":
+        """The same records with other features (e.g. texts replaced by their token ids, and
+        with ``token_sets`` each whole text's distinct ids). Token sets are kept only when the
+        vocabulary is: new ids make the old sets meaningless."""
+        if token_sets is None and vocabulary_size in (None, self.vocabulary_size):
+            token_sets = self.token_sets
         return Records(features=features, labels=self.labels, ids=self.ids, trusted=self.trusted,
                        class_names=list(self.class_names), modality=self.modality,
                        contributors=self.contributors, feature_names=list(self.feature_names),
                        sample_rate=self.sample_rate,
-                       vocabulary_size=vocabulary_size or self.vocabulary_size)
+                       vocabulary_size=vocabulary_size or self.vocabulary_size,
+                       token_sets=token_sets)
 
     @property
     def collected(self) -> "Records":
@@ -149,6 +163,11 @@ def concat(parts: list[Records]) -> Records:
             [p.contributors if p.contributors is not None else np.full(len(p), None, dtype=object)
              for p in parts]
         )
+    token_sets = None
+    if all(p.token_sets is not None for p in parts):  # 0-padded to the widest part
+        width = max(p.token_sets.shape[1] for p in parts)
+        token_sets = np.concatenate([np.pad(p.token_sets, ((0, 0), (0, width - p.token_sets.shape[1])))
+                                     for p in parts])
     return Records(
         features=np.concatenate([p.features for p in parts]),
         labels=np.concatenate([p.labels for p in parts]),
@@ -160,4 +179,5 @@ def concat(parts: list[Records]) -> Records:
         feature_names=list(first.feature_names),
         sample_rate=first.sample_rate,
         vocabulary_size=first.vocabulary_size,
+        token_sets=token_sets,
     )

@@ -151,6 +151,20 @@ def test_truncation_policies(cfpb_path):
         TextTokenizer([], truncation="tail")
 
 
+def test_distinct_ids_read_the_whole_text(cfpb_path):
+    texts = pl.read_csv(cfpb_path)["narrative"].to_list()
+    long_text = max(texts, key=len)
+    tok = TextTokenizer.fit(texts, max_tokens=9)
+    sets = tok.distinct_ids([long_text, "Beta alpha beta", "..."])
+    words = tok.tokens(long_text)
+    assert sets.dtype == np.int32 and len(set(words)) > 9  # far more than the 9 encode keeps
+    distinct = sorted({tok.token_id(w) for w in words})  # rare words may share an OOV bucket
+    assert sets[0].tolist() == distinct and sets.shape[1] == len(distinct)
+    assert sets[1].tolist()[:3] == sorted([tok.token_id("alpha"), tok.token_id("beta"), 0])[1:] + [0]
+    assert not sets[1, 2:].any() and not sets[2].any()  # padded; a text without words: all 0
+    assert tok.distinct_ids([]).shape == (0, 1)
+
+
 def test_round_trip_and_stable_hashing_across_processes(tmp_path, sms, sms_tokenizer):
     tok = sms_tokenizer
     stored = json.loads(json.dumps(tok.to_dict()))

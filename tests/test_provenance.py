@@ -17,7 +17,7 @@ from sanitizer.heal_and_select import heal_and_select
 from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, binomial_log_cdf,
                                  class_matched_repeats, document_counts, planted_shares,
                                  provenance_scores, shifted_classes)
-from sanitizer.records import Records, one_hot
+from sanitizer.records import Records, concat, one_hot
 from sanitizer.scoring import disagreement
 from test_defense import FAST
 
@@ -158,3 +158,43 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     floor = judged.numpy() ** config.shifted_power
     assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-6).all()
     assert (res.scores[res.shifted] > floor[res.shifted] + 1e-6).any()
+
+
+def test_records_carry_each_whole_texts_token_set():
+    ids = np.array([[3, 4], [5, 0], [6, 3]])
+    sets = np.array([[3, 4, 9], [5, 0, 0], [3, 6, 0]], dtype=np.int32)
+    records = Records(ids, one_hot(np.array([0, 1, 0]), 2), np.array(["a", "b", "c"], dtype=object),
+                      np.array([True, False, False]), ["x", "y"], "text", vocabulary_size=10,
+                      token_sets=sets)
+    assert records.subset(np.array([2, 0])).token_sets.tolist() == [[3, 6, 0], [3, 4, 9]]
+    assert records.collected.token_sets.tolist() == [[5, 0, 0], [3, 6, 0]]
+    assert records.with_features(ids + 1).token_sets is sets  # the same vocabulary: kept
+    assert records.with_features(ids, vocabulary_size=20).token_sets is None  # new ids: dropped
+    narrow = records.subset(np.array([1])).with_features(ids[:1], token_sets=sets[1:2, :1])
+    assert concat([records, narrow]).token_sets.tolist() == [*sets.tolist(), [5, 0, 0]]
+    with pytest.raises(ValueError, match="token_sets has 2 rows"):
+        Records(ids, records.labels, records.ids, records.trusted, ["x", "y"], "text", token_sets=sets[:2])
+
+
+def test_the_engine_counts_a_planted_word_past_the_truncation():
+    """A trigger word in the part of each text the network does not read (past max_tokens) is
+    still counted in the whole texts' token sets: every carrier is set apart and scores 1."""
+    rng = np.random.default_rng(0)
+    n, n_trusted = 1200, 100
+    classes = np.r_[np.zeros(550, np.int64), np.ones(550, np.int64), np.zeros(50, np.int64), np.ones(50, np.int64)]
+    ids = np.where(classes[:, None] == 0, _texts(rng, n, range(10, 60)), _texts(rng, n, range(60, 110)))
+    trusted = np.r_[np.zeros(n - n_trusted, bool), np.ones(n_trusted, bool)]
+    carriers = rng.permutation(n - n_trusted)[:110]
+    sets = np.concatenate([ids, np.zeros((n, 1), np.int64)], axis=1)
+    sets[carriers, -1] = 7  # read by the word count only: `features` stop before it
+    records = Records(ids, one_hot(classes, 2), np.array([f"r{i}" for i in range(n)], dtype=object),
+                      trusted, ["a", "b"], "text", vocabulary_size=200, token_sets=sets)
+    config = dataclasses.replace(FAST, provenance_z=0.0)  # the word count alone
+    res = heal_and_select(records, config)
+    assert res.metrics["planted_tokens"] == [7]
+    carrying = np.isin(res.collected_index, carriers)
+    assert (res.planted_token[carrying] == 7).all() and not res.planted_token[~carrying].any()
+    assert res.shifted[carrying].all() and (res.scores[carrying] >= 1.0).all()
+    # without the token sets the engine reads the truncated ids: the word is invisible
+    blind = heal_and_select(dataclasses.replace(records, token_sets=None), config)
+    assert blind.metrics["planted_tokens"] == [] and not blind.shifted.any()
