@@ -59,6 +59,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+def _padded(rows: list[list[int]], dtype) -> np.ndarray:
+    """Id rows as one array, right-padded with 0 to the longest row (at least 1 wide)."""
+    out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=0))), dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
 TRUNCATION_POLICIES = ("head", "head-tail")
 """How :meth:`TextTokenizer.encode` shortens a text over ``max_tokens`` (module docstring)."""
 
@@ -243,31 +251,18 @@ class TextTokenizer:
     def encode(self, texts: Iterable[str]) -> np.ndarray:
         """``int64`` ids ``(N, L)``, ``L = min(max_tokens, longest text in tokens)`` but at least
         1; rows right-padded with 0, so a text without words is an all-zero row."""
-        rows = []
+        return _padded([self._ids(self._truncate(self._units(text))) for text in texts], np.int64)
+
+    def _ids(self, units: Iterable[str]) -> list[int]:
         index, buckets = self._index, self.oov_buckets
-        for text in texts:
-            units = self._truncate(self._units(text))
-            rows.append([index[u] if u in index else _crc_bucket(u, buckets) for u in units])
-        width = max(1, min(self.max_tokens, max((len(r) for r in rows), default=0)))
-        out = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            out[i, :len(row)] = row
-        return out
+        return [index[u] if u in index else _crc_bucket(u, buckets) for u in units]
 
     def distinct_ids(self, texts: Iterable[str]) -> np.ndarray:
         """Each *whole* text's distinct token ids, ``int32`` ``(N, U)``, ascending, right-padded
         with 0 (``U`` = the most any text has, at least 1). Nothing is truncated: this is what
         a word count reads (the engine's planted-word test, ``Records.token_sets``), so that a
         trigger word past ``max_tokens`` is counted too, though the network never reads it."""
-        rows = []
-        index, buckets = self._index, self.oov_buckets
-        for text in texts:
-            rows.append(sorted({index[u] if u in index else _crc_bucket(u, buckets)
-                                for u in self._units(text)}))
-        out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=0))), dtype=np.int32)
-        for i, row in enumerate(rows):
-            out[i, :len(row)] = row
-        return out
+        return _padded([sorted(set(self._ids(self._units(text)))) for text in texts], np.int32)
 
     # -- storing --------------------------------------------------------------------------
 
