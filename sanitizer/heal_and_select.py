@@ -128,29 +128,33 @@ The loop, every knob in :class:`HealSelectConfig`:
       points of accuracy.
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
 
-3. **Retrain** (``retrain``, off by default until every table is re-measured with it): the served network is trained *from scratch* on the
-   last round's training set -- the trusted set (repeated), the accepted records, the rejections
-   it unlearns -- for as many passes as the rounds made together (``iterations`` x
+3. **Scores.** The last suspicion scores, read with the predictions of the network that made
+   the rounds (the last healed one), are the report's; every iteration's scores and selections
+   are kept as the record's trajectory. A record the provenance test set apart scores at least
+   that network's disagreement with its label to the power ``shifted_power`` (3): the network
+   never trained on it, so a label it confidently rejects is not one a trigger taught it.
+   Near-certain disagreement counts nearly fully (0.9 -> 0.73), a doubtful one hardly
+   (0.6 -> 0.22), so the hard clean records among the set-apart ones (Fashion-MNIST: ~370,
+   30-40 of them disagreed with at 0.5 or more) rarely reach the cut. All-to-all BadNets (saved
+   scores of the ``small`` benchmark, offline): AUROC 0.948 -> 0.978, precision / recall
+   0.87 / 0.59 -> 0.91 / 0.70, every all-to-one row within 0.01 of precision and recall; the
+   plain disagreement (power 1) reached recall 0.80 but cost the all-to-one rows 0.02-0.04 of
+   precision.
+
+4. **Retrain** (``retrain``, on by default): the *served* network is trained from scratch on
+   the last round's training set -- the trusted set (repeated), the accepted records, the
+   rejections it unlearns -- for as many passes as the rounds made together (``iterations`` x
    ``train_epochs``), then healed as in 2e. The network that made the rounds started from a
    judge healed for ``seed_steps`` on a few trusted records and carries that start: on
    complaint texts it reached 77.1% where plain training on the same selected records reached
    80.3% (oracle 81.0%), and its all-to-all ASR (natural confusions with the next class
    included) 14.5% against 8.8%. Retrained: 80.7%, 9.5% (spoken digits, all-to-all: 98.0% ->
    99.0%, ASR 4.0% -> 0.3%; Fashion-MNIST BadNets / blended / all-to-all within 0.5 points of
-   accuracy and ASR either way). The rounds only decide *what* is trained on. With ``retrain``
-   off the served model is the last healed network.
-
-4. **Scores.** The last suspicion scores, with the served network's predictions, are the
-   report's; every iteration's scores and selections are kept as the record's trajectory. A
-   record the provenance test set apart scores at least its served-network disagreement to the power
-   ``shifted_power`` (3): that network never trained on it, so a label it confidently rejects is
-   not one a trigger taught it. Near-certain disagreement counts nearly fully (0.9 -> 0.73), a
-   doubtful one hardly (0.6 -> 0.22), so the hard clean records among the set-apart ones
-   (Fashion-MNIST: ~370, 30-40 of them disagreed with at 0.5 or more) rarely reach the cut.
-   All-to-all BadNets (saved scores of the ``small`` benchmark, offline): AUROC 0.948 -> 0.978,
-   precision / recall 0.87 / 0.59 -> 0.91 / 0.70, every all-to-one row within 0.01 of precision
-   and recall; the plain disagreement (power 1) reached recall 0.80 but cost the all-to-one rows
-   0.02-0.04 of precision.
+   accuracy and ASR either way). The rounds decide *what* is trained on and how each record
+   scores; the retrained network only serves. (The lift compares the probes with the network
+   they were fine-tuned from; read against the retrained network it measured the two networks'
+   differences too, and the clean-label tone in spoken digits fell from AUROC 0.995 to 0.979.)
+   With ``retrain`` off the served model is the last healed network.
 """
 from __future__ import annotations
 
@@ -213,8 +217,8 @@ class HealSelectConfig:
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 3.0    # > 0: a record the provenance test set apart scores at least the
-                                  # served network's disagreement with its label to this power
-    retrain: bool = False         # serve a network trained afresh on the last round's training set
+                                  # last healed network's disagreement with its label to this power
+    retrain: bool = True          # serve a network trained afresh on the last round's training set
                                   # (iterations x train_epochs passes), then healed
     token_alpha: float = 0.05     # > 0: text records carrying a token the trusted texts lack beyond
                                   # chance (family-wise level this) are set apart and flagged (0 = off)
@@ -261,7 +265,8 @@ class HealSelectResult:
     score_history: np.ndarray          # (iterations + 1, n_collected) suspicion at each scoring
     selected_history: np.ndarray       # (iterations, n_collected) accepted in each iteration
     unlearned_history: np.ndarray      # (iterations, n_collected) rejected and unlearned in each
-    probs: np.ndarray                  # (n_collected, K) final healed network's probabilities
+    probs: np.ndarray                  # (n_collected, K) last healed network's probabilities (scores read them)
+    served_probs: np.ndarray           # (n_collected, K) the served model's (= probs without retrain)
     heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
@@ -594,15 +599,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # 2e. heal on the trusted set
         run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
 
-    if config.retrain and selected_hist:
-        # 3. the served network: trained from scratch on the last round's training set (the
-        # records it accepted, the trusted set, the rejections it unlearns), then healed
-        model = build_network(spec).to(device)
-        run("retrain", model, data, steps_for(config.iterations * config.train_epochs, len(keep),
-                                              config.batch_size),
-            config.lr, config.batch_size, repeat=repeat[keep.cpu()])
-        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
-    # final scores: the served network's disagreement, times the last backdoor test
+    # 3. final scores: the last healed network's disagreement, times the last backdoor test
     probs = predict(model, c_idx)
     if held is None:  # no iteration ran: nothing was tested, disagreement is all there is
         held = torch.ones_like(probs) / num_classes
@@ -610,7 +607,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     else:
         s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
     if config.shifted_power > 0 and shifted.any():
-        # 4. a record set apart was never trained on, so the served network cannot have learned
+        # a record set apart was never trained on, so the healed network cannot have learned
         # its trigger: its confident disagreement with the label is evidence of poison that the
         # probes may have been too slow to lift (all-to-all labels)
         s = torch.where(shifted, torch.maximum(s, disagreement(judged(probs), y_c) ** config.shifted_power), s)
@@ -618,6 +615,16 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     s = torch.maximum(s, carried)
     score_hist.append(s)
     del probes
+    served = probs
+    if config.retrain and selected_hist:
+        # 4. the served network: trained from scratch on the last round's training set (the
+        # records it accepted, the trusted set, the rejections it unlearns), then healed
+        model = build_network(spec).to(device)
+        run("retrain", model, data, steps_for(config.iterations * config.train_epochs, len(keep),
+                                              config.batch_size),
+            config.lr, config.batch_size, repeat=repeat[keep.cpu()])
+        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
+        served = predict(model, c_idx)
     t_probs = predict(model, every)
     metrics = {
         "trusted_accuracy": float((t_probs.argmax(1) == y[every].argmax(1)).float().mean()),
@@ -628,7 +635,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "left_out_for_provenance": int(shifted.sum()),
         "shifted_classes": shifted_class_names,
         "planted_tokens": planted,
-        "collected_agreement": float((probs.argmax(1) == y_c.argmax(1)).float().mean()),
+        "collected_agreement": float((served.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,
         "collected_priors": use_collected_priors,
@@ -643,7 +650,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                           else np.zeros((0, n_c), dtype=bool)),
         unlearned_history=(torch.stack(unlearned_hist).cpu().numpy() if unlearned_hist
                            else np.zeros((0, n_c), dtype=bool)),
-        probs=probs.cpu().numpy(),
+        probs=probs.cpu().numpy(), served_probs=served.cpu().numpy(),
         heldout_agreement=agreement(held, y_c).cpu().numpy(),
         provenance=provenance, shifted=shifted.cpu().numpy(), planted_token=planted_token,
         timings=timings, metrics=metrics,
