@@ -57,7 +57,9 @@ def train_knobs(**values) -> list[str]:
 TRAIN = ["--device", "cpu", "--seed", "0", "--widths", "8,16,32", "--lr", "0.01",
          *train_knobs(seed_steps=150, heal_steps=30, train_epochs=1, iterations=1, probe_epochs=1,
                       probe_steps=60)]
-TINY = ["--device", "cpu", "--seed", "3", "--widths", "8,16",
+# --no-retrain: half a pass would not train a served network afresh (the default retrain is
+# tested in test_defense.py and by --retrain below)
+TINY = ["--device", "cpu", "--seed", "3", "--widths", "8,16", "--no-retrain",
         *train_knobs(seed_steps=30, heal_steps=5, train_epochs=0.5, iterations=1, probe_epochs=0.5,
                      probe_steps=5)]
 
@@ -269,7 +271,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
-        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--token-alpha", "0.01", "--no-retrain", "-q")
+        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--token-alpha", "0.01", "--retrain", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
@@ -278,8 +280,8 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     assert config["look_alikes"] == 5 and config["specific_lift"] == 0.3 and config["vouchers"] == 3
     assert config["provenance_z"] == 2.5 and config["group_floor"] == 0.2
     assert config["shifted_power"] == 2.0 and config["token_alpha"] == 0.01
-    assert config["retrain"] is False  # the served network is the one that made the rounds
-    assert "retrain" not in json.loads((run_dir / "metrics.json").read_text())["timings_s"]
+    assert config["retrain"] is True  # the served network trained afresh
+    assert json.loads((run_dir / "metrics.json").read_text())["timings_s"]["retrain"] > 0
 
 
 def test_train_warns_when_a_whole_class_is_set_apart(pipe, tmp_path):
@@ -424,7 +426,9 @@ def test_predict_on_parquet_and_csv(served, pipe, data):
     truth = [data["names"][v] for v in data["y_test"]]
     accuracy = float(np.mean(np.array(a["predicted_label"].to_list()) == np.array(truth)))
     print(f"fmnist test accuracy {accuracy:.3f}")
-    assert accuracy > 0.5, accuracy          # a real classifier (chance is 0.1)
+    # a real classifier (chance is 0.1): measured 0.443, a network retrained for the single pass
+    # this test's schedule gives (above 0.5 when the network that made the rounds served)
+    assert accuracy > 0.3, accuracy
     # inputs are never modified
     assert {k: sha256(data[k]) for k in data["digests"]} == data["digests"]
 

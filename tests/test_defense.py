@@ -26,7 +26,8 @@ from sanitizer.training import predict_proba, resident
 
 N, N_TEST, TRUSTED = 3000, 1000, 0.1
 FAST = HealSelectConfig(widths=(8, 16, 32), seed_steps=150, heal_steps=30, train_epochs=2,
-                        iterations=1, probe_steps=60, device="cpu")
+                        iterations=1, probe_steps=60, retrain=False, device="cpu")
+# retrain=False: two passes would not train a served network afresh; the default is tested below
 
 
 def fmnist_records(fmnist) -> tuple[Records, np.ndarray, np.ndarray]:
@@ -84,12 +85,22 @@ def test_heal_and_select_stops_the_backdoor(fmnist, attack, limits):
     assert acc >= 0.65
 
 
+def two_class_data(rng, n: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels with ``share`` of class 1, and 6 Gaussian features shifted by 1.5 for class 1."""
+    y = (rng.random(n) < share).astype(np.int64)
+    return y, (rng.normal(size=(n, 6)) + 1.5 * y[:, None]).astype(np.float32)
+
+
+def tabular_records(x: np.ndarray, y: np.ndarray, trusted: np.ndarray) -> Records:
+    return Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(len(y))], dtype=object),
+                   trusted, ["a", "b"], "tabular")
+
+
 def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
     # Collected records 90% class 0. A class-balanced trusted set is 0.4 (total variation) from
     # their mix: the engine judges them under their own priors. A random trusted sample is not.
     rng = np.random.default_rng(0)
-    y = (rng.random(2000) < 0.1).astype(np.int64)
-    x = (rng.normal(size=(2000, 6)) + 1.5 * y[:, None]).astype(np.float32)
+    y, x = two_class_data(rng, 2000, 0.1)
     balanced = np.zeros(2000, bool)
     for c in (0, 1):
         balanced[rng.permutation(np.flatnonzero(y == c))[:50]] = True
@@ -98,9 +109,7 @@ def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
                             core_floor=0, device="cpu")
 
     def metrics(trusted, config=tiny):
-        records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
-                          trusted, ["a", "b"], "tabular")
-        return heal_and_select(records, config).metrics
+        return heal_and_select(tabular_records(x, y, trusted), config).metrics
 
     for trusted, expected in ((balanced, True), (rng.random(2000) < 0.05, False)):
         m = metrics(trusted)
@@ -131,11 +140,9 @@ def test_balanced_core_caps_each_class_at_the_rarest_or_the_floor():
 def test_the_engine_judges_with_the_core_and_scores_only_collected_records():
     # a random trusted sample of data that is 90% class 0: the judging network heals on a core
     rng = np.random.default_rng(1)
-    y = (rng.random(2000) < 0.1).astype(np.int64)
-    x = (rng.normal(size=(2000, 6)) + 1.5 * y[:, None]).astype(np.float32)
+    y, x = two_class_data(rng, 2000, 0.1)
     trusted = rng.random(2000) < 0.1
-    records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(2000)], dtype=object),
-                      trusted, ["a", "b"], "tabular")
+    records = tabular_records(x, y, trusted)
     tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=0.2, iterations=1, probe_steps=5,
                             device="cpu")
     core = balanced_core(y[trusted], tiny.core_floor, tiny.seed)
@@ -153,16 +160,13 @@ def test_the_engine_judges_with_the_core_and_scores_only_collected_records():
     assert whole.metrics["healing_core"] == trusted.sum() and whole.metrics["backed_not_unlearned"] == 0
 
 
-
 def test_the_retrained_network_only_serves_the_scores_are_the_rounds():
     # step 4 trains the served network afresh after the rounds: every score, selection and
     # judging probability is what the rounds gave without it; the served predictions are new
     rng = np.random.default_rng(2)
-    y = rng.integers(0, 2, 1500)
-    x = (rng.normal(size=(1500, 6)) + 1.5 * y[:, None]).astype(np.float32)
+    y, x = two_class_data(rng, 1500, 0.5)
     trusted = rng.random(1500) < 0.1
-    records = Records(x, one_hot(y, 2), np.array([f"r{i}" for i in range(1500)], dtype=object),
-                      trusted, ["a", "b"], "tabular")
+    records = tabular_records(x, y, trusted)
     tiny = HealSelectConfig(seed_steps=20, heal_steps=2, train_epochs=2, iterations=2, probe_steps=5,
                             device="cpu")
     assert tiny.retrain  # on by default
