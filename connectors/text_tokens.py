@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+
 def _padded(rows: list[list[int]], dtype) -> np.ndarray:
     """Id rows as one array, right-padded with 0 to the longest row (at least 1 wide)."""
     out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=0))), dtype=dtype)

@@ -151,11 +151,12 @@ The loop, every knob in :class:`HealSelectConfig`:
    included) 14.5% against 8.8%. Retrained: 80.7%, 9.5% (spoken digits, all-to-all: 98.0% ->
    99.0%, ASR 4.0% -> 0.3%; Fashion-MNIST BadNets / blended / all-to-all within 0.5 points of
    accuracy and ASR either way). It is a trade: the spoken digits' all-to-one rows lost 2-4 of
-   300 test clips (99.0-99.3% -> 98.0-98.3%; ``benchmarks/RESULTS.md``, session 14). The rounds decide *what* is trained on and how each record
-   scores; the retrained network only serves. (The lift compares the probes with the network
-   they were fine-tuned from; read against the retrained network it measured the two networks'
-   differences too, and the clean-label tone in spoken digits fell from AUROC 0.995 to 0.979.)
-   With ``retrain`` off the served model is the last healed network.
+   300 test clips (99.0-99.3% -> 98.0-98.3%; ``benchmarks/RESULTS.md``, session 14). The
+   rounds decide *what* is trained on and how each record scores; the retrained network only
+   serves. (The lift compares the probes with the network they were fine-tuned from; read
+   against the retrained network it measured the two networks' differences too, and the
+   clean-label tone in spoken digits fell from AUROC 0.995 to 0.979.) With ``retrain`` off the
+   served model is the last healed network.
 """
 from __future__ import annotations
 

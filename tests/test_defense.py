@@ -182,6 +182,7 @@ def test_the_retrained_network_only_serves_the_scores_are_the_rounds():
     print(f"served accuracy {served_accuracy:.3f}, healed {(on.probs.argmax(1) == y[~trusted]).mean():.3f}")
     assert served_accuracy >= 0.85
 
+
 def test_superimpose_keeps_both_records_and_a_trigger_where_it_was():
     a = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
     a[:, :, -2:, -2:] = 255                                   # a white patch in the corner
