@@ -159,10 +159,10 @@ The loop, every knob in :class:`HealSelectConfig`:
    ASR 0.3% -> 16.7%; session 15): few passes over the selection are part of the defence, and
    so are the unlearned rejections (without them Fashion-MNIST BadNets' ASR rose from 1.7% to
    3.0% and three image attacks lost 0.7-0.9 points of accuracy). The rounds decide *what* is
-   trained on and how each record scores; the retrained network only serves. (The lift compares the probes with the network they were fine-tuned from; read
-   against the retrained network it measured the two networks' differences too, and the
-   clean-label tone in spoken digits fell from AUROC 0.995 to 0.979.) With ``retrain`` off the
-   served model is the last healed network.
+   trained on and how each record scores; the retrained network only serves. (The lift compares
+   the probes with the network they were fine-tuned from; read against the retrained network it
+   measured the two networks' differences too, and the clean-label tone in spoken digits fell
+   from AUROC 0.995 to 0.979.) With ``retrain`` off the served model is the last healed network.
 """
 from __future__ import annotations
 
