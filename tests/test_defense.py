@@ -27,7 +27,9 @@ from sanitizer.training import predict_proba, resident
 N, N_TEST, TRUSTED = 3000, 1000, 0.1
 FAST = HealSelectConfig(widths=(8, 16, 32), seed_steps=150, heal_steps=30, train_epochs=2,
                         iterations=1, probe_steps=60, retrain=False, device="cpu")
-# retrain=False: two passes would not train a served network afresh; the default is tested below
+# retrain=False: two passes would not train a served network afresh, and the engine keeps the
+# retrain to the rounds' passes on purpose (longer let a backdoor in: RESULTS.md, session 15);
+# the default is tested below
 
 
 def fmnist_records(fmnist) -> tuple[Records, np.ndarray, np.ndarray]:
