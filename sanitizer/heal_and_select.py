@@ -30,6 +30,21 @@ The loop, every knob in :class:`HealSelectConfig`:
    records were accepted in the first round without it). Fashion-MNIST, 10% poison, 2% trusted
    (``benchmarks/RESULTS.md``): all-to-all ASR 7.4% -> 1.1%, clean-label 10.3% -> 3.9%,
    BadNets recall 0.979 -> 0.991, for 0.9 points of accuracy on clean data.
+   **Second pass** (``refine_z`` > 0, 2.5 by default;
+   :func:`sanitizer.provenance.refined_provenance_scores`): the first pass learns "collected"
+   from records nine in ten of which are clean, and ranks a trigger high but not far out (all-to-all
+   BadNets: 613 of 1,000 poisoned records beyond 2 spreads). A second, cross-fitted classifier
+   learns the first pass's outliers against its inliers (collected records below the trusted
+   median), and the records it puts more than ``refine_z`` trusted spreads out are set apart
+   instead: 971-1,000 of the 1,000 poisoned records for BadNets, blended, all-to-all and
+   clean-label triggers (Fashion-MNIST, 2% trusted), ~300-450 clean ones with them, 297 on clean
+   data (first pass: 353). All-to-all: ASR 1.5% -> 0.4%, accuracy 85.5% -> 86.6% (oracle 87.4%),
+   AUROC 0.965 -> 0.995, precision / recall 0.88 / 0.66 -> 0.97 / 0.79; the other attacks
+   within 0.7 points of accuracy and 1 of ASR; spoken digits' all-to-all tone AUROC 0.936 ->
+   0.987 (``benchmarks/RESULTS.md``, session 16). Images and audio only
+   (``REFINED_MODALITIES``): on text the first pass memorises the few dozen vetted texts, its
+   outliers are noise, and a second pass learned that noise (clean complaint texts: 73 -> 187
+   records flagged, 80.7% -> 79.1% accuracy); text has the per-token test below.
    **Per class** (``group_floor``, 0.1 by default; :func:`sanitizer.provenance.shifted_classes`):
    a class of which fewer than ``group_floor`` of the collected records score below the held-out
    trusted median is set apart *whole* and learned from its trusted records alone. A clean class
@@ -177,12 +192,18 @@ import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
 from sanitizer.provenance import (beyond_trusted_spread, planted_shares, provenance_scores,
-                                  shifted_classes)
+                                  refined_provenance_scores, shifted_classes)
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
                                support, to_collected_priors, undo_prior_shift, vouched)
 from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_proba, resident,
                                 seed_everything)
+
+
+# where the provenance test's second pass runs: text has the per-token test instead, and there
+# the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
+# pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
+REFINED_MODALITIES = ("image", "audio")
 
 
 @dataclass
@@ -222,6 +243,9 @@ class HealSelectConfig:
     provenance_z: float = 2.0     # > 0: never accept a collected record that the provenance test
                                   # (sanitizer.provenance) sets this many trusted std above trusted
     provenance_steps: int = 200   # training steps of each of the provenance test's two classifiers
+    refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
+                                  # outliers (beyond provenance_z) against its inliers, and sets apart
+                                  # records this many trusted std beyond; 0 = the first pass sets apart
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 3.0    # > 0: a record the provenance test set apart scores at least the
@@ -543,11 +567,18 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         provenance, trusted_provenance = provenance_scores(
             records, steps=config.provenance_steps, widths=config.widths, seed=config.seed,
             device=config.device)
-        shifted = torch.from_numpy(beyond_trusted_spread(provenance, trusted_provenance,
-                                                         config.provenance_z)).to(device)
         labelled = records.hard_labels[collected_index].astype(np.int64)
         group = shifted_classes(provenance, trusted_provenance, labelled, num_classes,
                                 config.group_floor)
+        refine = config.refine_z > 0 and records.modality in REFINED_MODALITIES
+        if refine:
+            provenance, trusted_provenance = refined_provenance_scores(
+                records, provenance, trusted_provenance, z=config.provenance_z,
+                steps=config.provenance_steps, widths=config.widths, seed=config.seed,
+                device=config.device)
+        shifted = torch.from_numpy(beyond_trusted_spread(
+            provenance, trusted_provenance,
+            config.refine_z if refine else config.provenance_z)).to(device)
         shifted |= torch.from_numpy(group[labelled]).to(device)
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
         timings["provenance"] = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from sanitizer.metrics import auroc
 from sanitizer.heal_and_select import heal_and_select
 from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, binomial_log_cdf,
                                  class_matched_repeats, document_counts, planted_shares,
-                                 provenance_scores, shifted_classes)
+                                 provenance_scores, refined_provenance_scores, shifted_classes)
 from sanitizer.records import Records, concat, one_hot
 from sanitizer.scoring import disagreement
 from test_defense import FAST
@@ -71,6 +71,39 @@ def test_provenance_ranks_a_clean_label_trigger_and_not_clean_records(fmnist):
     assert truth.sum() >= 300
     assert detection >= 0.9
     assert 0.35 <= shift <= 0.65, "clean collected records should look like held-out trusted ones"
+
+
+def test_the_second_pass_sharpens_an_all_to_all_trigger_and_not_clean_records(fmnist):
+    records = _records(fmnist, 4000, 0.05)
+    result = poison(records, AttackConfig(kind="badnets", target=None, rate=0.1, seed=3))
+    truth = result.poisoned[~records.trusted]
+    first, first_trusted = provenance_scores(result.records, seed=0, device="cpu")
+    second, second_trusted = refined_provenance_scores(result.records, first, first_trusted, z=2.0,
+                                                       seed=0, device="cpu")
+    caught = [(beyond_trusted_spread(c, t, 2.5) & truth).sum() for c, t in
+              ((first, first_trusted), (second, second_trusted))]
+    # clean records: what the second pass gives clean collected records against held-out trusted
+    clean, clean_trusted = provenance_scores(records, seed=0, device="cpu")
+    refined, refined_trusted = refined_provenance_scores(records, clean, clean_trusted, z=2.0, seed=0,
+                                                         device="cpu")
+    apart = beyond_trusted_spread(refined, refined_trusted, 2.5).mean()
+    print(f"all-to-all BadNets: AUROC {auroc(first, truth):.3f} -> {auroc(second, truth):.3f}, "
+          f"beyond 2.5 trusted spreads {caught[0]} -> {caught[1]} of {truth.sum()} poisoned; "
+          f"clean data: {apart:.3f} of the collected records set apart")
+    # measured: AUROC 0.975 -> 0.996, 263 -> 396 of 400 beyond 2.5 spreads; clean data 0.040
+    # (the first pass beyond 2 spreads sets apart 0.03-0.04 of clean Fashion-MNIST records)
+    assert auroc(second, truth) >= 0.98 and auroc(second, truth) > auroc(first, truth)
+    assert caught[1] >= 0.9 * truth.sum()
+    assert apart <= 0.06
+
+
+def test_the_second_pass_keeps_the_first_when_there_are_no_outliers():
+    x = np.random.default_rng(0).integers(0, 255, (12, 1, 8, 8), dtype=np.uint8)
+    records = Records(x, one_hot(np.array([0, 1] * 6), 2), np.array([f"r{i}" for i in range(12)], dtype=object),
+                      np.array([True] * 4 + [False] * 8), ["a", "b"], "image")
+    first, first_trusted = np.full(8, 0.5), np.array([0.4, 0.5, 0.6, 0.5])
+    second, second_trusted = refined_provenance_scores(records, first, first_trusted, z=2.0, device="cpu")
+    assert second is first and second_trusted is first_trusted
 
 
 def test_beyond_trusted_spread_cuts_in_log_odds_at_z_trusted_deviations():
