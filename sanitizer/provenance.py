@@ -162,7 +162,8 @@ def refined_provenance_scores(records: Records, collected_scores: np.ndarray, tr
     ranks (0.63), the second pass does not rank either (0.62).
 
     Returns ``(collected_scores, trusted_scores)`` like :func:`provenance_scores`; the first
-    pass's own scores when there are fewer than ``folds`` outliers or low records per fold."""
+    pass's own scores when a fold would train on fewer than two outliers or two inliers (no
+    shift to learn: nothing lies beyond ``z``)."""
     t_pos, c_pos = np.flatnonzero(records.trusted), np.flatnonzero(~records.trusted)
     outliers = beyond_trusted_spread(collected_scores, trusted_scores, z)
     inliers = collected_scores < np.median(trusted_scores)
@@ -180,7 +181,7 @@ def refined_provenance_scores(records: Records, collected_scores: np.ndarray, tr
     for f in range(folds):
         pos = c_pos[outliers & (c_fold != f)]
         neg = c_pos[inliers & (c_fold != f)]
-        # the outliers weigh as much as the inliers (each repeated inliers / outliers times)
+        # the outliers weigh as much as the inliers: each outlier repeated inliers / outliers times
         net = _collected_vs(records, spec, x, pos, neg, 1, steps=steps, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, max_shift=max_shift, generator=g,
                             collected_repeat=max(1, round(len(neg) / len(pos))))
