@@ -92,8 +92,7 @@ def provenance_scores(records: Records, *, folds: int = 2, steps: int = 200, bat
     g = seed_everything(seed)
     classes = records.hard_labels.astype(np.int64)
     k = records.num_classes
-    spec = default_spec(records.features[~records.trusted], 2, records.modality, widths,
-                        sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
+    spec = _two_class_spec(records, widths)
     rng = np.random.default_rng(seed)
     t_fold = rng.permutation(len(t_pos)) % folds
     c_fold = rng.permutation(len(c_pos)) % folds
@@ -107,6 +106,12 @@ def provenance_scores(records: Records, *, folds: int = 2, steps: int = 200, bat
         out_c[c_fold == f] = _p_collected(net, x, c_pos[c_fold == f])
         out_t[t_fold == f] = _p_collected(net, x, t_pos[t_fold == f])
     return out_c, out_t
+
+
+def _two_class_spec(records: Records, widths: tuple[int, ...] | None):
+    """The data's default architecture (as the engine's) with two outputs: collected or not."""
+    return default_spec(records.features[~records.trusted], 2, records.modality, widths,
+                        sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
 
 
 def _collected_vs(records: Records, spec, x: torch.Tensor, collected: np.ndarray, others: np.ndarray,
@@ -174,8 +179,7 @@ def refined_provenance_scores(records: Records, collected_scores: np.ndarray, tr
             return collected_scores, trusted_scores
     dev = pick_device(device)
     g = seed_everything(seed + 1)
-    spec = default_spec(records.features[~records.trusted], 2, records.modality, widths,
-                        sample_rate=records.sample_rate, vocabulary_size=records.vocabulary_size)
+    spec = _two_class_spec(records, widths)
     x = resident(records.features, dev)
     out_c, out_t = np.zeros(len(c_pos)), np.zeros(len(t_pos))
     for f in range(folds):
