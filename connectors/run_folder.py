@@ -13,7 +13,9 @@ file                 what it holds
                      ``score_history`` (suspicion at each scoring, list) and
                      ``selected_history`` (accepted in each iteration, list),
                      ``unlearned_history`` (rejected and unlearned in each iteration, list),
-                     ``provenance`` (the provenance test's P(collected), NaN when off) and
+                     ``provenance`` (the provenance test's P(collected), NaN when off),
+                     ``provenance_spreads`` (its log-odds above the trusted records', in their
+                     standard deviations; NaN when off) and
                      ``shifted`` (set apart by it: never accepted)
 ``metrics.json``     timings and training figures
 ``run.json``         the run manifest: tool and library versions, seed, argv, device, the

@@ -4,7 +4,8 @@ One row per collected record, most suspect first: ``rank``, ``id``, ``contributo
 ``given_label``, ``predicted_label``, ``score`` (1 = most likely poisoned), ``score_min`` /
 ``score_max`` / ``times_rejected`` / ``times_unlearned`` (the record's trajectory over the
 iterations; unlearned: rejected and trained away from its label), ``provenance`` /
-``shifted`` (the provenance test's score, and whether it set the record apart), for text
+``provenance_spreads`` / ``shifted`` (the provenance test's score, how many trusted standard
+deviations above the trusted records' it lies, and whether it set the record apart), for text
 ``planted_word`` (a word far more collected texts carry than the trusted sample explains, which
 this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table
 summarises contributors (records, flagged rate, z and p-value against the overall rate). Optionally the collected records are split into a clean and
@@ -41,6 +42,8 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
                  else np.zeros((len(s), 1), bool))  # runs written before the column existed
     provenance = (s["provenance"].to_numpy() if "provenance" in s.columns
                   else np.full(len(s), np.nan, dtype=np.float32))
+    spreads = (s["provenance_spreads"].to_numpy() if "provenance_spreads" in s.columns
+               else np.full(len(s), np.nan, dtype=np.float32))  # runs written before the column existed
     shifted = s["shifted"].to_numpy() if "shifted" in s.columns else np.zeros(len(s), bool)
     planted = (s["planted_word"].to_numpy() if "planted_word" in s.columns
                else np.full(len(s), "", dtype=object))  # runs written before the column existed
@@ -56,6 +59,7 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "times_rejected": (~rejected.astype(bool)).sum(axis=1).astype(np.int32),
         "times_unlearned": unlearned.astype(bool).sum(axis=1).astype(np.int32),
         "provenance": provenance.astype(np.float32),
+        "provenance_spreads": spreads.astype(np.float32),
         "shifted": shifted.astype(bool),
         "planted_word": pl.Series(planted.astype(str), dtype=pl.String),
         "flagged": flags,

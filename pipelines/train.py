@@ -49,6 +49,7 @@ def scores_frame(records: Records, result: HealSelectResult,
         "selected_history": result.selected_history.T,
         "unlearned_history": result.unlearned_history.T,
         "provenance": result.provenance.astype(np.float32),
+        "provenance_spreads": result.provenance_spreads.astype(np.float32),
         "shifted": result.shifted,
         "planted_word": pl.Series(planted, dtype=pl.String),
     })

@@ -146,15 +146,23 @@ The loop, every knob in :class:`HealSelectConfig`:
 3. **Scores.** The last suspicion scores, read with the predictions of the network that made
    the rounds (the last healed one), are the report's; every iteration's scores and selections
    are kept as the record's trajectory. A record the provenance test set apart scores at least
-   that network's disagreement with its label to the power ``shifted_power`` (3): the network
-   never trained on it, so a label it confidently rejects is not one a trigger taught it.
-   Near-certain disagreement counts nearly fully (0.9 -> 0.73), a doubtful one hardly
-   (0.6 -> 0.22), so the hard clean records among the set-apart ones (Fashion-MNIST: ~370,
-   30-40 of them disagreed with at 0.5 or more) rarely reach the cut. All-to-all BadNets (saved
-   scores of the ``small`` benchmark, offline): AUROC 0.948 -> 0.978, precision / recall
-   0.87 / 0.59 -> 0.91 / 0.70, every all-to-one row within 0.01 of precision and recall; the
-   plain disagreement (power 1) reached recall 0.80 but cost the all-to-one rows 0.02-0.04 of
-   precision.
+   its *set-apart floor* (:func:`set_apart_floor`): ``(1 - support) ** shifted_power`` (4),
+   the last healed network's support for its label -- that network never trained on the
+   record, so a label it gives little is no trigger's lesson -- times ``min(1, trusted spreads
+   the record lies beyond the set-apart cut / shifted_ramp)`` (2; records set apart with their
+   class or a planted word count fully). An all-to-all poisoned record lies far out and its
+   label gets little support, but the network is often unsure what the record is instead
+   (Fashion-MNIST: top probability under 0.55 for one in ten; CIFAR-10 under 0.45 for a quarter);
+   the clean oddities set apart with the poison lie near the cut (CIFAR-10: 327 of 401 within
+   1.5 spreads of it, every poisoned image beyond 3.1). Offline on the benchmarks' saved
+   scores (``--save-scores``; session 17 in ``benchmarks/RESULTS.md``), all-to-all precision /
+   recall: Fashion-MNIST 0.97 / 0.79 -> 0.97 / 0.92 (AUROC 0.995 -> 0.998), CIFAR-10
+   0.70 / 0.48 -> 0.94 / 0.92 (AUROC 0.956 -> 0.996), spoken digits 0.95 / 0.80 -> 0.96 / 0.81
+   (51 of its 270 poisoned clips are not set apart at all); every other row within 0.002 of its
+   precision and recall or better. The floor it replaced, ``((1 - support) x confidence) ** 3``,
+   demanded a confident rival class; ``(1 - support) ** 4`` without the distance reached
+   all-to-all recall 0.92-0.97 too, but flagged more clean oddities near the cut (blended
+   triggers: precision 0.88-0.90, against the 0.9 target).
 
 4. **Retrain** (``retrain``, on by default): the *served* network is trained from scratch on
    the last round's training set -- the trusted set (repeated), the accepted records, the
@@ -191,8 +199,8 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.provenance import (beyond_trusted_spread, planted_shares, provenance_scores,
-                                  refined_provenance_scores, shifted_classes)
+from sanitizer.provenance import (planted_shares, provenance_scores, refined_provenance_scores,
+                                  shifted_classes, trusted_spreads)
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
                                support, to_collected_priors, undo_prior_shift, vouched)
@@ -248,8 +256,10 @@ class HealSelectConfig:
                                   # records this many trusted std beyond; 0 = the first pass sets apart
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
-    shifted_power: float = 3.0    # > 0: a record the provenance test set apart scores at least the
-                                  # last healed network's disagreement with its label to this power
+    shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
+                                  # (1 - the last healed network's support for its label) ** this ...
+    shifted_ramp: float = 2.0     # ... x min(1, trusted std beyond the set-apart cut / this); records
+                                  # set apart whole (their class, a planted word) count fully
     retrain: bool = True          # serve a network trained afresh on the last round's training set
                                   # (iterations x train_epochs passes), then healed
     token_alpha: float = 0.05     # > 0: text records carrying a token the trusted texts lack beyond
@@ -301,6 +311,7 @@ class HealSelectResult:
     served_probs: np.ndarray           # (n_collected, K) the served model's (= probs without retrain)
     heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
+    provenance_spreads: np.ndarray     # ... its log-odds above the trusted records', in their std (NaN: off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
     planted_token: np.ndarray          # text: the over-represented token a record carries (0: none)
     timings: dict = field(default_factory=dict)
@@ -349,6 +360,20 @@ def superimpose(a: torch.Tensor, b: torch.Tensor, modality: str) -> torch.Tensor
     if modality == "text":
         return torch.cat([a, b], dim=1)
     raise ValueError(f"records of modality {modality!r} cannot be superimposed")
+
+
+def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torch.Tensor,
+                    power: float, ramp: float) -> torch.Tensor:
+    """The least suspicion of a record the provenance test set apart (step 3):
+    ``(1 - support) ** power x min(1, beyond_cut / ramp)``. ``support`` is the last healed
+    network's for the record's label (:func:`sanitizer.scoring.support`); that network never
+    trained on the record, so a label it gives little cannot be a trigger's lesson.
+    ``beyond_cut`` is how many trusted standard deviations the record lies beyond the set-apart
+    cut: a record just past it may be a clean oddity, one ``ramp`` spreads beyond counts fully
+    (``ramp`` 0: every record counts fully). Records set apart ``whole`` -- their class, or a
+    planted word they carry -- count fully."""
+    weight = torch.where(whole, 1.0, (beyond_cut / ramp).clamp(0.0, 1.0)) if ramp > 0 else 1.0
+    return (1.0 - support).clamp(0.0, 1.0) ** power * weight
 
 
 def heal_and_select(records: Records, config: HealSelectConfig | None = None,
@@ -560,6 +585,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     # 1c. optionally, the provenance test: collected records a classifier tells from trusted ones
     shifted = torch.zeros(n_c, dtype=torch.bool, device=device)
     provenance = np.full(n_c, np.nan)
+    spreads = np.full(n_c, np.nan)
+    beyond_cut = np.zeros(n_c)                         # trusted std beyond the set-apart cut
+    whole = torch.zeros(n_c, dtype=torch.bool, device=device)  # set apart with a class or word
     shifted_class_names: list[str] = []
     if config.provenance_z > 0 and n_c >= 2 and len(all_trusted) >= 2:
         sync()
@@ -576,10 +604,12 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                 records, provenance, trusted_provenance, z=config.provenance_z,
                 steps=config.provenance_steps, widths=config.widths, seed=config.seed,
                 device=config.device)
-        shifted = torch.from_numpy(beyond_trusted_spread(
-            provenance, trusted_provenance,
-            config.refine_z if refine else config.provenance_z)).to(device)
-        shifted |= torch.from_numpy(group[labelled]).to(device)
+        spreads = trusted_spreads(provenance, trusted_provenance)
+        cut = config.refine_z if refine else config.provenance_z
+        beyond_cut = np.nan_to_num(spreads - cut, nan=-np.inf)
+        shifted = torch.from_numpy(beyond_cut > 0).to(device)
+        whole = torch.from_numpy(group[labelled]).to(device)
+        shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
         timings["provenance"] = time.perf_counter() - t0
     # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
@@ -597,6 +627,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         planted_token = np.where(shares[best] > 0, best, 0)
         carried = torch.from_numpy(shares[planted_token]).float().to(device)
         shifted |= carried > 0
+        whole |= carried > 0
 
     score_hist, selected_hist, unlearned_hist = [], [], []
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
@@ -647,9 +678,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
     if config.shifted_power > 0 and shifted.any():
         # a record set apart was never trained on, so the healed network cannot have learned
-        # its trigger: its confident disagreement with the label is evidence of poison that the
-        # probes may have been too slow to lift (all-to-all labels)
-        s = torch.where(shifted, torch.maximum(s, disagreement(judged(probs), y_c) ** config.shifted_power), s)
+        # its trigger: its rejection of the label is evidence of poison that the probes may
+        # have been too slow to lift (all-to-all labels), the more so the farther out it lies
+        s = torch.where(shifted, torch.maximum(s, set_apart_floor(
+            support(judged(probs), y_c), torch.from_numpy(beyond_cut).float().to(device), whole,
+            config.shifted_power, config.shifted_ramp)), s)
     # ... and a text carrying a planted word scores at least the word's planted share
     s = torch.maximum(s, carried)
     score_hist.append(s)
@@ -691,6 +724,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                            else np.zeros((0, n_c), dtype=bool)),
         probs=probs.cpu().numpy(), served_probs=served.cpu().numpy(),
         heldout_agreement=agreement(held, y_c).cpu().numpy(),
-        provenance=provenance, shifted=shifted.cpu().numpy(), planted_token=planted_token,
+        provenance=provenance, provenance_spreads=spreads, shifted=shifted.cpu().numpy(),
+        planted_token=planted_token,
         timings=timings, metrics=metrics,
     )

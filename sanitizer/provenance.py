@@ -201,16 +201,25 @@ def beyond_trusted(collected_scores: np.ndarray, trusted_scores: np.ndarray) -> 
     return collected_scores > top
 
 
-def beyond_trusted_spread(collected_scores: np.ndarray, trusted_scores: np.ndarray, z: float) -> np.ndarray:
-    """The collected records whose log-odds of "collected" exceed the held-out trusted records'
-    mean by more than ``z`` of their standard deviations. In log-odds the trusted and clean
-    collected scores are about symmetric (Fashion-MNIST: median 0.4-0.6, 90th percentile
-    1.5-2.1) and a trigger's sit far out (median 3.4-4.1)."""
-    if len(trusted_scores) < 2:
-        return np.zeros(len(collected_scores), dtype=bool)
+def trusted_spreads(collected_scores: np.ndarray, trusted_scores: np.ndarray) -> np.ndarray:
+    """How far each collected record's log-odds of "collected" lie above the held-out trusted
+    records' mean, in their standard deviations (NaN for every record when there are fewer than
+    two trusted scores or they do not spread). In log-odds the trusted and clean collected scores
+    are about symmetric (Fashion-MNIST: median 0.4-0.6, 90th percentile 1.5-2.1) and a trigger's
+    sit far out (median 3.4-4.1)."""
     t = torch.logit(torch.as_tensor(trusted_scores, dtype=torch.float64), eps=1e-6)
     c = torch.logit(torch.as_tensor(collected_scores, dtype=torch.float64), eps=1e-6)
-    return (c > t.mean() + z * t.std(correction=0)).numpy()
+    spread = float(t.std(correction=0)) if len(t) >= 2 else 0.0
+    if spread <= 0:
+        return np.full(len(collected_scores), np.nan)
+    return ((c - t.mean()) / spread).numpy()
+
+
+def beyond_trusted_spread(collected_scores: np.ndarray, trusted_scores: np.ndarray, z: float) -> np.ndarray:
+    """The collected records whose log-odds of "collected" exceed the held-out trusted records'
+    mean by more than ``z`` of their standard deviations (:func:`trusted_spreads`); none when
+    the trusted scores do not spread."""
+    return np.nan_to_num(trusted_spreads(collected_scores, trusted_scores), nan=-np.inf) > z
 
 
 def shifted_classes(collected_scores: np.ndarray, trusted_scores: np.ndarray, classes: np.ndarray,

@@ -35,6 +35,7 @@ from connectors.images import encode_png
 from connectors.run_folder import FILES, read_run
 from pipelines.cli import main
 from pipelines.export import load_model
+from sanitizer.heal_and_select import HealSelectConfig
 from sanitizer.metrics import auroc, precision_at_k
 
 N_COLLECTED, N_TRUSTED, N_TEST = 2700, 300, 300
@@ -271,7 +272,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     cli("train", pipe["dsp"], "-o", run_dir, *TINY, "--no-prior-correction", "--rejected", "drop",
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
-        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--token-alpha", "0.01", "--retrain", "-q")
+        "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--shifted-ramp", "0.5", "--token-alpha", "0.01", "--retrain", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
@@ -279,7 +280,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     assert config["partners"] == 2 and config["full_dominance"] == 0.4
     assert config["look_alikes"] == 5 and config["specific_lift"] == 0.3 and config["vouchers"] == 3
     assert config["provenance_z"] == 2.5 and config["group_floor"] == 0.2
-    assert config["shifted_power"] == 2.0 and config["token_alpha"] == 0.01
+    assert config["shifted_power"] == 2.0 and config["shifted_ramp"] == 0.5 and config["token_alpha"] == 0.01
     assert config["retrain"] is True  # the served network trained afresh
     assert json.loads((run_dir / "metrics.json").read_text())["timings_s"]["retrain"] > 0
 
@@ -314,6 +315,9 @@ def check_report(report: pl.DataFrame, data) -> np.ndarray:
     assert report["shifted"].dtype == pl.Boolean
     p = report["provenance"].to_numpy()  # the provenance test's P(collected), NaN where it is off
     assert (np.isnan(p) | ((p >= 0) & (p <= 1))).all()
+    # set apart: beyond the cut in trusted spreads, or with a whole class or planted word
+    z = report["provenance_spreads"].to_numpy()
+    assert np.isnan(z).all() or (z[~report["shifted"].to_numpy()] <= HealSelectConfig().refine_z + 1e-4).all()
     return s
 
 

@@ -13,12 +13,13 @@ import torch
 
 from sanitizer.attacks import AttackConfig, poison
 from sanitizer.metrics import auroc
-from sanitizer.heal_and_select import heal_and_select
+from sanitizer.heal_and_select import heal_and_select, set_apart_floor
 from sanitizer.provenance import (beyond_trusted, beyond_trusted_spread, binomial_log_cdf,
                                  class_matched_repeats, document_counts, planted_shares,
-                                 provenance_scores, refined_provenance_scores, shifted_classes)
+                                 provenance_scores, refined_provenance_scores, shifted_classes,
+                                 trusted_spreads)
 from sanitizer.records import Records, concat, one_hot
-from sanitizer.scoring import disagreement
+from sanitizer.scoring import support
 from test_defense import FAST
 
 
@@ -106,6 +107,15 @@ def test_the_second_pass_keeps_the_first_when_there_are_no_outliers():
     assert second is first and second_trusted is first_trusted
 
 
+def test_trusted_spreads_measure_log_odds_in_trusted_deviations():
+    trusted = np.array([0.5, 0.5, 0.5, 0.5, 0.73105858, 0.26894142])  # log-odds 0,0,0,0,1,-1
+    sd = np.sqrt(2 / 6)
+    collected = np.array([0.5, 0.73105858, 0.26894142])
+    assert np.allclose(trusted_spreads(collected, trusted), [0.0, 1 / sd, -1 / sd], atol=1e-6)
+    assert np.isnan(trusted_spreads(collected, np.array([0.5]))).all()       # one trusted score
+    assert np.isnan(trusted_spreads(collected, np.array([0.7, 0.7]))).all()  # no spread
+
+
 def test_beyond_trusted_spread_cuts_in_log_odds_at_z_trusted_deviations():
     trusted = np.array([0.5, 0.5, 0.5, 0.5, 0.73105858, 0.26894142])  # log-odds 0,0,0,0,1,-1
     sd = np.sqrt(2 / 6)
@@ -186,11 +196,26 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     assert res.metrics["shifted_classes"] == [records.class_names[0]]
     assert accepted[truth].mean() <= 0.05
     assert accepted[~truth].mean() >= 0.85
-    # a set-apart record scores at least the served network's disagreement with its label, cubed
-    judged = disagreement(torch.as_tensor(res.probs), torch.as_tensor(result.records.labels[res.collected_index]))
-    floor = judged.numpy() ** config.shifted_power
-    assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-6).all()
-    assert (res.scores[res.shifted] > floor[res.shifted] + 1e-6).any()
+    # a set-apart record scores at least (1 - the last healed network's support)^power, in full
+    # for the class set apart whole, ramped by the distance beyond the cut for the others
+    labels = result.records.labels[res.collected_index]
+    against = 1 - support(torch.as_tensor(res.probs), torch.as_tensor(labels)).numpy()
+    whole = labels.argmax(1) == 0
+    ramp = np.where(whole, 1.0, np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1))
+    floor = against ** config.shifted_power * ramp
+    assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-5).all()
+    assert (res.scores[res.shifted] > floor[res.shifted] + 1e-5).any()
+    assert (res.shifted == (whole | (res.provenance_spreads > config.refine_z))).all()
+
+
+def test_the_set_apart_floor_reads_support_and_the_distance_beyond_the_cut():
+    sup = torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0, 1.0])
+    beyond = torch.tensor([3.0, 3.0, 0.5, 0.0, -1.0, 3.0])  # trusted std beyond the cut
+    whole = torch.tensor([False, False, False, False, True, False])
+    floor = set_apart_floor(sup, beyond, whole, power=2, ramp=1.0)
+    assert floor.tolist() == [1.0, 0.25, 0.5, 0.0, 1.0, 0.0]
+    # ramp 0: every set-apart record counts fully
+    assert set_apart_floor(sup, beyond, whole, power=2, ramp=0).tolist() == [1.0, 0.25, 1.0, 1.0, 1.0, 0.0]
 
 
 def test_records_carry_each_whole_texts_token_set():
