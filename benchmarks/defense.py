@@ -226,7 +226,8 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                                     selected_history=res.selected_history,
                                     unlearned_history=res.unlearned_history, probs=res.probs,
                                     labels=train_records.labels[res.collected_index],
-                                    provenance=res.provenance, spreads=res.provenance_spreads, shifted=res.shifted,
+                                    provenance=res.provenance, spreads=res.provenance_spreads,
+                                    shifted=res.shifted,
                                     shifted_classes=np.array(res.metrics["shifted_classes"], dtype=str))
             if not truth.any():  # every flag is a false alarm: only their number means anything
                 row.update(auroc=None, precision=None, recall=None, f1=None)
@@ -318,7 +319,8 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--save-scores", type=Path, metavar="DIR",
                     help="also save each hasnets case's collected records' scores, ground truth "
-                         "(poisoned or not), labels, final probabilities, provenance scores, their distance from the trusted ones (spreads) and "
+                         "(poisoned or not), labels, final probabilities, provenance scores, their distance "
+                         "from the trusted ones (spreads) and "
                          "set-apart marks, and per-iteration scores, selections and unlearnings as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
     args = ap.parse_args()
     if not SHARED.exists():

@@ -586,7 +586,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     shifted = torch.zeros(n_c, dtype=torch.bool, device=device)
     provenance = np.full(n_c, np.nan)
     spreads = np.full(n_c, np.nan)
-    beyond_cut = np.zeros(n_c)                         # trusted std beyond the set-apart cut
+    beyond_cut = torch.zeros(n_c, device=device)       # trusted std beyond the set-apart cut
     whole = torch.zeros(n_c, dtype=torch.bool, device=device)  # set apart with a class or word
     shifted_class_names: list[str] = []
     if config.provenance_z > 0 and n_c >= 2 and len(all_trusted) >= 2:
@@ -606,8 +606,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                 device=config.device)
         spreads = trusted_spreads(provenance, trusted_provenance)
         cut = config.refine_z if refine else config.provenance_z
-        beyond_cut = np.nan_to_num(spreads - cut, nan=-np.inf)
-        shifted = torch.from_numpy(beyond_cut > 0).to(device)
+        beyond_cut = torch.from_numpy(np.nan_to_num(spreads - cut, nan=-np.inf)).float().to(device)
+        shifted = beyond_cut > 0
         whole = torch.from_numpy(group[labelled]).to(device)
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
@@ -681,8 +681,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # its trigger: its rejection of the label is evidence of poison that the probes may
         # have been too slow to lift (all-to-all labels), the more so the farther out it lies
         s = torch.where(shifted, torch.maximum(s, set_apart_floor(
-            support(judged(probs), y_c), torch.from_numpy(beyond_cut).float().to(device), whole,
-            config.shifted_power, config.shifted_ramp)), s)
+            support(judged(probs), y_c), beyond_cut, whole, config.shifted_power,
+            config.shifted_ramp)), s)
     # ... and a text carrying a planted word scores at least the word's planted share
     s = torch.maximum(s, carried)
     score_hist.append(s)
