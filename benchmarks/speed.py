@@ -10,23 +10,28 @@ nothing is poisoned -- only speed is measured):
 1. **Engine vs plain training.** ``heal_and_select`` with the default ``HealSelectConfig``, then
    ``train_plain`` (same network, same AdamW and schedule, no defense) for the *same number of
    training samples* (passes over the data) the engine made. The engine's samples are counted
-   per optimisation call, from its config and the stages it ran::
+   per optimisation call -- every ``optimise`` the engine makes, and those of the provenance
+   test's classifiers (``sanitizer.provenance``) -- with the batch each call really used::
 
-       seed_steps x heal_bs                                       (first heal, trusted only)
-     + iterations x ( train_steps x batch_size                    (train on all records)
+       provenance: passes x folds x provenance_steps x 128        (collected-vs-trusted classifiers;
+                                                                  two passes on images and audio)
+     + seed_steps x heal_bs                                       (first heal, trusted only)
+     + iterations x ( train_steps x batch_size                    (train on the round's selection)
                     + 2 x probe_steps x probe_bs                  (the two halves of the backdoor test)
                     + heal_steps x heal_bs )                      (later heals)
+     + retrain_steps x batch_size + heal_steps x heal_bs          (the served network, ``retrain``)
 
-   with ``heal_bs = max(8, min(batch_size, trusted // 4))``,
-   ``train_steps = ceil(train_epochs x collected / batch_size)`` and ``probe_bs`` the batch the
-   engine gave each probe (it depends on how many records were suspects, so it is read off the
-   call; a probe that never ran counts nothing). Every call's batch is clipped to the size of the
-   set it trains on, as ``optimise`` does. ``train_plain`` then gets
+   with ``heal_bs = max(8, min(batch_size, trusted // 4))``, ``train_steps`` from the records
+   each round trains on and ``probe_bs`` the batch the engine gave each probe (it depends on how
+   many records were suspects); all are read off the calls, and the engine's steps are checked
+   against the totals it announced to its progress display. Every call's batch is clipped to the
+   size of the set it trains on, as ``optimise`` does. ``train_plain`` then gets
    ``epochs = samples / records``, i.e. ``round(samples / batch_size)`` full batches. Reported:
    wall seconds of each (device synchronised), the overhead ratio (engine s / plain s; the
    engine's time also holds its scoring passes, which plain training does not have), training
-   samples/s of each, and the engine's own per-stage ``result.timings`` (``other`` = total minus
-   the named stages: probe copies, data gathers, selection arithmetic).
+   samples/s of each, and the engine's own per-stage ``result.timings`` (``provenance`` holds
+   the provenance test's classifiers and their scoring; ``other`` = total minus the named
+   stages: probe copies, data gathers, selection arithmetic).
 2. **Scoring throughput**: ``predict_proba`` of the served network over every record, resident on
    the device (best of three), in samples/s.
 3. **Peak memory**: the process's peak RSS after each phase (``getrusage``, never goes down)
@@ -66,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sanitizer.heal_and_select as engine  # noqa: E402
+import sanitizer.provenance as provenance  # noqa: E402
 from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa: E402
 from sanitizer.plain_training import train_plain  # noqa: E402
 from sanitizer.records import Records, one_hot  # noqa: E402
@@ -77,10 +83,12 @@ CONFIGS = {
     "small": {"fashion_mnist": 5000},
     "full": {"fashion_mnist": 60000, "cifar10": 10000},
 }
-TINY_ENGINE = dict(iterations=1, seed_steps=20, heal_steps=5, probe_steps=10, train_epochs=0.5)
+TINY_ENGINE = dict(iterations=1, seed_steps=20, heal_steps=5, probe_steps=10, train_epochs=0.5,
+                   provenance_steps=10)
 """Engine knobs of the hidden ``--tiny-engine`` smoke-test switch (never for reported figures)."""
 NET_MIN_S = 0.25  # below this, "net of start-up" is start-up jitter, not ingest work
-STAGES = ("to_device", "heal", "probe", "train", "score")
+STAGES = ("to_device", "provenance", "heal", "probe", "train", "retrain", "score")
+TRAINING = ("provenance", "heal", "probe", "train", "retrain")  # the stages that optimise
 
 
 # --------------------------------------------------------------------------- data
@@ -181,29 +189,28 @@ class StageLog:
 
 def counted_engine_run(records: Records, config: HealSelectConfig):
     """Run the engine, recording for each ``optimise`` call its stage, steps and the batch it
-    really used (``min(batch_size, rows of the set it trains on)``, repeats included)."""
+    really used (``min(batch_size, rows of the set it trains on)``, repeats included): the
+    engine's own calls under the stage it announced last, the provenance test's classifiers
+    (which announce none) as ``provenance``. Also returns the steps each announced stage
+    declared, to check that every engine call was counted."""
     log, calls = StageLog(), []
-    real = engine.optimise
 
-    def counting(model, data, *, steps, batch_size, repeat=None, **kw):
-        rows = int(repeat.sum()) if repeat is not None else len(data.x)
-        stage = log.stages[-1][0] if log.stages else "?"
-        calls.append({"stage": stage, "steps": int(steps), "batch": max(1, min(int(batch_size), rows))})
-        return real(model, data, steps=steps, batch_size=batch_size, repeat=repeat, **kw)
+    def counting(real, stage_of):
+        def call(model, data, *, steps, batch_size, repeat=None, **kw):
+            rows = int(repeat.sum()) if repeat is not None else len(data.x)
+            calls.append({"stage": stage_of(), "steps": int(steps),
+                          "batch": max(1, min(int(batch_size), rows))})
+            return real(model, data, steps=steps, batch_size=batch_size, repeat=repeat, **kw)
+        return call
 
-    with mock.patch.object(engine, "optimise", counting):
+    announced = lambda: log.stages[-1][0] if log.stages else "?"  # noqa: E731
+    with mock.patch.object(engine, "optimise", counting(engine.optimise, announced)), \
+            mock.patch.object(provenance, "optimise", counting(provenance.optimise, lambda: "provenance")):
         result = heal_and_select(records, config, log)
-    if not calls:  # the engine no longer trains through sanitizer.heal_and_select.optimise
+    if not any(c["stage"] != "provenance" for c in calls):
         raise SystemExit("could not count the engine's training calls: heal_and_select no longer "
                          "calls sanitizer.heal_and_select.optimise")
-    return result, calls
-
-
-def expected_steps(config: HealSelectConfig, n_collected: int, probes_ran: int) -> int:
-    """Steps the config implies (``probes_ran``: probe calls the engine made, 0 when no suspects)."""
-    train = engine.steps_for(config.train_epochs, n_collected, config.batch_size)
-    return (config.seed_steps + config.iterations * (train + config.heal_steps)
-            + probes_ran * config.probe_steps)
+    return result, calls, log.stages
 
 
 # --------------------------------------------------------------------------- in-process phases
@@ -212,7 +219,8 @@ def warm_up(records: Records, device: str) -> None:
     """Lazy initialisation (CUDA context, cuDNN autotuning, thread pools) outside the timings."""
     sub = records.subset(np.arange(min(len(records), 1024)))
     heal_and_select(sub, HealSelectConfig(device=device, iterations=1, seed_steps=3, heal_steps=2,
-                                          probe_steps=2, train_epochs=0.3))
+                                          probe_steps=2, train_epochs=0.3,
+                                          provenance_steps=3))
     train_plain(sub, epochs=0.5, device=device)
 
 
@@ -221,16 +229,16 @@ def bench_training(records: Records, config: HealSelectConfig, dev: torch.device
     with CudaPeak(dev) as mem_engine:
         sync(dev)
         t0 = time.perf_counter()
-        result, calls = counted_engine_run(records, config)
+        result, calls, announced = counted_engine_run(records, config)
         sync(dev)
         engine_s = time.perf_counter() - t0
     rss_engine = peak_rss_mib()
     samples = sum(c["steps"] * c["batch"] for c in calls)
     steps = sum(c["steps"] for c in calls)
-    probes = sum(1 for c in calls if c["stage"] == "probe")
-    want = expected_steps(config, n_c, probes)
-    if steps != want:
-        print(f"warning: engine ran {steps} steps, its config implies {want}", file=sys.stderr)
+    own = sum(c["steps"] for c in calls if c["stage"] != "provenance")
+    if own != sum(n for _, n in announced):
+        print(f"warning: engine ran {own} steps, it announced {sum(n for _, n in announced)}",
+              file=sys.stderr)
     per_stage = {}
     for c in calls:
         s = per_stage.setdefault(c["stage"], {"calls": 0, "steps": 0, "samples": 0, "batches": []})
@@ -242,7 +250,7 @@ def bench_training(records: Records, config: HealSelectConfig, dev: torch.device
     timings = {k: float(v) for k, v in result.timings.items()}
     named = sum(v for k, v in timings.items() if k != "total")
     timings["other"] = timings.get("total", engine_s) - named
-    train_s = sum(timings.get(k, 0.0) for k in ("heal", "probe", "train"))
+    train_s = sum(timings.get(k, 0.0) for k in TRAINING)
 
     epochs = samples / len(records)
     with CudaPeak(dev) as mem_plain:
@@ -399,14 +407,14 @@ def table(out: dict) -> str:
                      f"{f(p['samples_per_s'], 0)} | {e['steps']:,} | {p['steps']:,} |")
     lines += ["", "**Engine stages** (`result.timings`, seconds; samples = steps x batch per stage)", "",
               "| data | " + " | ".join(STAGES)
-              + " | other | total | heal samples | probe samples | train samples |",
-              "|---|" + "---|" * (len(STAGES) + 5)]
+              + " | other | total | " + " | ".join(f"{k} samples" for k in TRAINING) + " |",
+              "|---|" + "---|" * (len(STAGES) + 2 + len(TRAINING))]
     for name, r in runs.items():
         t, st = r["engine"]["timings"], r["engine"]["stages"]
         lines.append(f"| {name} | " + " | ".join(f(t.get(k), 2) for k in STAGES)
                      + f" | {f(t.get('other'), 2)} | {f(t.get('total'), 2)} | "
                      + " | ".join(f"{st[k]['samples']:,}" if k in st else "0"
-                                  for k in ("heal", "probe", "train")) + " |")
+                                  for k in TRAINING) + " |")
     lines += ["", "**Scoring and memory**", "",
               "| data | predict_proba samples/s "
               "| peak RSS MiB (data loaded / warm-up / engine / plain / scoring) "
@@ -454,6 +462,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # cap records per data set (tests)
     ap.add_argument("--tiny-engine", action="store_true", help=argparse.SUPPRESS)  # smoke tests only
+    ap.add_argument("--json-dir", type=Path, default=ROOT / "benchmarks", help=argparse.SUPPRESS)  # tests
     args = ap.parse_args()
     if not SHARED.exists():
         raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
@@ -493,7 +502,7 @@ def main() -> None:
             row["cli"] = {"records": len(records), "steps": []}
         out["datasets"][name] = row
     out["peak_rss_mib"] = peak_rss_mib()
-    (ROOT / "benchmarks" / f"speed-{args.config}.json").write_text(
+    (args.json_dir / f"speed-{args.config}.json").write_text(
         json.dumps(out, indent=1, default=float) + "\n")
     md = table(out)
     print(md)
