@@ -203,7 +203,9 @@ def counted_engine_run(records: Records, config: HealSelectConfig):
             return real(model, data, steps=steps, batch_size=batch_size, repeat=repeat, **kw)
         return call
 
-    announced = lambda: log.stages[-1][0] if log.stages else "?"  # noqa: E731
+    def announced() -> str:
+        return log.stages[-1][0] if log.stages else "?"
+
     with mock.patch.object(engine, "optimise", counting(engine.optimise, announced)), \
             mock.patch.object(provenance, "optimise", counting(provenance.optimise, lambda: "provenance")):
         result = heal_and_select(records, config, log)
@@ -236,9 +238,9 @@ def bench_training(records: Records, config: HealSelectConfig, dev: torch.device
     samples = sum(c["steps"] * c["batch"] for c in calls)
     steps = sum(c["steps"] for c in calls)
     own = sum(c["steps"] for c in calls if c["stage"] != "provenance")
-    if own != sum(n for _, n in announced):
-        print(f"warning: engine ran {own} steps, it announced {sum(n for _, n in announced)}",
-              file=sys.stderr)
+    declared = sum(n for _, n in announced)
+    if own != declared:
+        print(f"warning: engine ran {own} steps, it announced {declared}", file=sys.stderr)
     per_stage = {}
     for c in calls:
         s = per_stage.setdefault(c["stage"], {"calls": 0, "steps": 0, "samples": 0, "batches": []})

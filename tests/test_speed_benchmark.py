@@ -23,9 +23,9 @@ def test_speed_benchmark_counts_every_stage(shared_data: Path, tmp_path: Path) -
         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "warning" not in run.stderr, run.stderr  # every step the engine announced was counted
-    row = json.loads((tmp_path / "speed-small.json").read_text())["datasets"]["fashion_mnist"]
+    out = json.loads((tmp_path / "speed-small.json").read_text())
+    row, knobs = out["datasets"]["fashion_mnist"], out["engine_config"]
     engine, stages = row["engine"], row["engine"]["stages"]
-    knobs = json.loads((tmp_path / "speed-small.json").read_text())["engine_config"]
     # the provenance test: two cross-fitted classifiers (a second pass only when it finds outliers)
     assert stages["provenance"]["steps"] in (2 * knobs["provenance_steps"], 4 * knobs["provenance_steps"])
     # the served network is retrained and healed once more after the rounds
