@@ -164,7 +164,8 @@ The loop, every knob in :class:`HealSelectConfig`:
    all-to-all recall 0.92-0.97 too, but flagged more clean oddities near the cut (blended
    triggers: precision 0.88-0.90, against the 0.9 target).
 
-4. **Retrain** (``retrain``, on by default): the *served* network is trained from scratch on
+4. **Retrain** (``retrain``; by default on text only, ``RETRAINED_MODALITIES``): the *served*
+   network is trained from scratch on
    the last round's training set -- the trusted set (repeated), the accepted records, the
    rejections it unlearns -- for as many passes as the rounds made together (``iterations`` x
    ``train_epochs``), then healed as in 2e. The network that made the rounds started from a
@@ -186,6 +187,12 @@ The loop, every knob in :class:`HealSelectConfig`:
    the probes with the network they were fine-tuned from; read against the retrained network it
    measured the two networks' differences too, and the clean-label tone in spoken digits fell
    from AUROC 0.995 to 0.979.) With ``retrain`` off the served model is the last healed network.
+   Measured against that network from the same runs (session 19), the retrained one only paid
+   on text: on CIFAR-10 the rounds' network was 0.2-2.6 points more accurate on all eight rows
+   (BadNets 58.7% -> 61.3%) with ASR equal or lower on six of seven, on Fashion-MNIST equal or
+   better on every row, and on spoken digits within 1-2 of 300 test clips either way over two
+   seeds (clean-label tone at seed 1: ASR 10.4% retrained, 4.4% not). So images, audio and
+   tabular records are served by the rounds' network, and the retrain's passes are saved.
 """
 from __future__ import annotations
 
@@ -212,6 +219,12 @@ from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_
 # the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
 # pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
 REFINED_MODALITIES = ("image", "audio")
+# where the served network is trained afresh by default (``retrain`` None): text, where the rounds'
+# network carries its start from a few dozen vetted texts (complaints: 77.1% -> 80.7%, RESULTS.md
+# session 13); on images the rounds' network is as good or better on every row measured (CIFAR-10
+# +0.2 to +2.6 points, Fashion-MNIST equal or better; session 19) and on spoken digits it is a wash
+# within 1-2 of 300 clips either way (clean-label tone ASR at seed 1: 10.4% retrained, 4.4% not)
+RETRAINED_MODALITIES = ("text",)
 
 
 @dataclass
@@ -260,8 +273,9 @@ class HealSelectConfig:
                                   # (1 - the last healed network's support for its label) ** this ...
     shifted_ramp: float = 2.0     # ... x min(1, trusted std beyond the set-apart cut / this); records
                                   # set apart whole (their class, a planted word) count fully
-    retrain: bool = True          # serve a network trained afresh on the last round's training set
-                                  # (iterations x train_epochs passes), then healed
+    retrain: bool | None = None   # serve a network trained afresh on the last round's training set
+                                  # (iterations x train_epochs passes), then healed; None: on text
+                                  # only (RETRAINED_MODALITIES), else the rounds' network serves
     token_alpha: float = 0.05     # > 0: text records carrying a token the trusted texts lack beyond
                                   # chance (family-wise level this) are set apart and flagged (0 = off)
     max_shift: int = 0            # random translation of images, in pixels
@@ -688,7 +702,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     score_hist.append(s)
     del probes
     served = probs
-    if config.retrain and selected_hist:
+    retrain = (config.retrain if config.retrain is not None
+               else records.modality in RETRAINED_MODALITIES)
+    if retrain and selected_hist:
         # 4. the served network: trained from scratch on the last round's training set (the
         # records it accepted, the trusted set, the rejections it unlearns), then healed
         model = build_network(spec).to(device)
@@ -707,6 +723,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "left_out_for_provenance": int(shifted.sum()),
         "shifted_classes": shifted_class_names,
         "planted_tokens": planted,
+        "retrained": bool(retrain and selected_hist),
         "collected_agreement": float((served.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,

@@ -28,7 +28,8 @@ def test_speed_benchmark_counts_every_stage(shared_data: Path, tmp_path: Path) -
     engine, stages = row["engine"], row["engine"]["stages"]
     # the provenance test: two cross-fitted classifiers (a second pass only when it finds outliers)
     assert stages["provenance"]["steps"] in (2 * knobs["provenance_steps"], 4 * knobs["provenance_steps"])
-    # the served network is retrained and healed once more after the rounds
+    # the served network is retrained and healed once more after the rounds (the smoke knobs
+    # turn the retrain on; images are served by the rounds' network by default)
     assert stages["retrain"]["calls"] == 1 and stages["retrain"]["steps"] > 0
     assert stages["heal"]["calls"] == 1 + knobs["iterations"] + 1
     assert engine["samples"] == sum(s["samples"] for s in stages.values())
