@@ -11,7 +11,8 @@ Tricks, each named where it is used:
 * **negative learning** -- ``-(y * log(1 - p)).sum()``: "this record is *not* of its given class".
   The engine uses it on records it rejected, so that a trigger carried by rejected records is
   actively unlearned instead of merely left out (the ABL idea, bounded so it cannot diverge).
-* **random translation** -- images are shifted by up to ``max_shift`` pixels on the device.
+* **random translation** -- images are shifted by up to ``max_shift`` pixels on the device,
+  waveforms (2-D batches) by up to ``max_shift`` samples in time; callers pass 0 for tabular rows.
 * **warm-up then linear decay** of the learning rate, AdamW (fused on CUDA), bf16 autocast and
   channels_last on CUDA, TF32 matmuls.
 """
@@ -71,9 +72,14 @@ def as_input(batch: torch.Tensor) -> torch.Tensor:
 
 def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each image by a random (dy, dx) in ``[-max_shift, max_shift]``, filling with edge
-    pixels: a whole batch with one gather, no Python loop per image."""
-    if max_shift <= 0 or x.dim() != 4:
+    pixels: a whole batch with one gather, no Python loop per image. A 2-D batch is waveforms
+    ``(B, samples)``: each is shifted in time by up to ``max_shift`` samples, edge-filled too."""
+    if max_shift <= 0 or x.dim() not in (2, 4):
         return x
+    if x.dim() == 2:
+        n = x.shape[1]
+        shifts = torch.randint(-max_shift, max_shift + 1, (x.shape[0],), generator=generator).to(x.device)
+        return x.gather(1, (torch.arange(n, device=x.device)[None, :] + shifts[:, None]).clamp_(0, n - 1))
     b, _, h, w = x.shape
     shifts = torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator).to(x.device)
     rows = (torch.arange(h, device=x.device)[None, :] + shifts[0][:, None]).clamp_(0, h - 1)
