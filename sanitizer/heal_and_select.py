@@ -702,9 +702,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     score_hist.append(s)
     del probes
     served = probs
-    retrain = (config.retrain if config.retrain is not None
-               else records.modality in RETRAINED_MODALITIES)
-    if retrain and selected_hist:
+    retrain = bool(selected_hist) and (config.retrain if config.retrain is not None
+                                       else records.modality in RETRAINED_MODALITIES)
+    if retrain:
         # 4. the served network: trained from scratch on the last round's training set (the
         # records it accepted, the trusted set, the rejections it unlearns), then healed
         model = build_network(spec).to(device)
@@ -723,7 +723,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "left_out_for_provenance": int(shifted.sum()),
         "shifted_classes": shifted_class_names,
         "planted_tokens": planted,
-        "retrained": bool(retrain and selected_hist),
+        "retrained": retrain,
         "collected_agreement": float((served.argmax(1) == y_c.argmax(1)).float().mean()),
         "accepted_last_iteration": int(selected_hist[-1].sum()) if selected_hist else n_c,
         "prior_gap": prior_gap,
