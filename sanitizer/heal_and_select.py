@@ -267,6 +267,9 @@ class HealSelectConfig:
     refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
                                   # outliers (beyond provenance_z) against its inliers, and sets apart
                                   # records this many trusted std beyond; 0 = the first pass sets apart
+    suspect_z: float = 1.0        # > 0: images and audio, first round: a suspect (2a) that the provenance
+                                  # test puts this many trusted std above the trusted mean is not
+                                  # accepted either (two weak signals together; 0 = off)
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
@@ -598,6 +601,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
 
     # 1c. optionally, the provenance test: collected records a classifier tells from trusted ones
     shifted = torch.zeros(n_c, dtype=torch.bool, device=device)
+    far = torch.zeros(n_c, dtype=torch.bool, device=device)  # beyond suspect_z: not accepted if suspect
     provenance = np.full(n_c, np.nan)
     spreads = np.full(n_c, np.nan)
     beyond_cut = torch.zeros(n_c, device=device)       # trusted std beyond the set-apart cut
@@ -625,6 +629,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         whole = torch.from_numpy(group[labelled]).to(device)
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
+        if config.suspect_z > 0 and refine:
+            far = torch.from_numpy(np.nan_to_num(spreads, nan=-np.inf) > config.suspect_z).to(device)
         timings["provenance"] = time.perf_counter() - t0
     # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
     planted: list[int] = []
@@ -646,7 +652,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     score_hist, selected_hist, unlearned_hist = [], [], []
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
     repeat[t_idx.cpu()] = config.trusted_weight
-    held, probes, spared, demoted, alike = None, [], 0, 0, 0
+    held, probes, spared, demoted, alike, far_suspects = None, [], 0, 0, 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = judged(predict(model, c_idx))
@@ -654,6 +660,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         held, probes = backdoor_test(model, suspects, probs)
         s = lift(held, probs, y_c)
         accepted = (s < config.threshold) & ~shifted
+        if not selected_hist:  # the first round's judge has learned from the trusted set alone
+            far_suspects = int((suspects & far & ~shifted).sum())
+            accepted &= ~(suspects & far)
         selected_hist.append(accepted)
         s, demoted = dominance_scaled(s, probes, probs)
         score_hist.append(s)
@@ -721,6 +730,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "demoted_by_dominance": demoted,
         "left_out_for_look_alikes": alike,
         "left_out_for_provenance": int(shifted.sum()),
+        "first_round_far_suspects": far_suspects,
         "shifted_classes": shifted_class_names,
         "planted_tokens": planted,
         "retrained": retrain,
