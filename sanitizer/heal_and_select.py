@@ -98,7 +98,26 @@ The loop, every knob in :class:`HealSelectConfig`:
       has seen other poisoned records (the backdoor transfers), so its lift is near 1 -- also
       for a soft "low-confidence" label, which the relative scale lifts to the same height; a
       hard clean record's label does not transfer, and an easy one was agreed with already.
-      Records below ``threshold`` are accepted. The rejected ones then face a **dominance
+      Records below ``threshold`` are accepted -- except, **in the first round**, a suspect
+      that the provenance test (step 1) puts more than ``suspect_z`` (1) trusted spreads above
+      the trusted records' mean: inside the set-apart cut, but farther out than about five in
+      six trusted records (images: ``GATED_MODALITIES``). Neither signal alone is
+      reason to refuse a record; together they are, while the judge has learned from the
+      trusted set alone. When that set is tiny its suspects are mostly clean records it finds
+      hard, whose labels transfer in the probes as readily as a trigger's: with 50 trusted
+      images (0.5% of Fashion-MNIST, all-to-all BadNets) it doubted 2,231 clean records and 880
+      of the 1,000 poisoned ones, the lift ranked poisoned suspects no higher than clean ones
+      (AUROC 0.46 among the suspects), and the round accepted 479 poisoned records -- enough for
+      the network to learn the trigger and agree with 212 more in the next round (ASR 14.9%).
+      The gate held back 339 of them and 348 clean records: ASR 2.5%, clean-label 5.4% ->
+      4.6%, every 0.5% row within 0 to 1.5 points of its accuracy before
+      (``benchmarks/RESULTS.md``, session 21). Later rounds' judges have learned from thousands
+      of records and the lift alone decides; applied in every round the gate cost the 2% rows
+      0.4-0.5 points of accuracy for no ASR gained; first round only, the 2% rows moved by
+      -0.4 to +0.5 points, within one seed's noise. Spoken digits (5% trusted) paid 3 of 300
+      test clips on four rows and clean-label recall (0.80 -> 0.59) for no ASR gained, so audio
+      goes without it.
+      The rejected ones then face a **dominance
       test**: each is superimposed (:func:`superimpose`, STRIP's overlay) on ``partners`` trusted
       records of the class the healed network believes it to be, and the probes that did not
       train on it say how much they still back its label over the partner alone. A trigger
@@ -219,6 +238,12 @@ from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_
 # the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
 # pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
 REFINED_MODALITIES = ("image", "audio")
+# where the first round holds back suspects the provenance test puts far out (``suspect_z``):
+# images, where a 0.5% trusted set's judge let an all-to-all trigger in without it (Fashion-MNIST
+# ASR 14.9% -> 2.5%) and 2% moved by single-seed noise; on spoken digits (5% trusted) it cost 3
+# of 300 test clips on four rows and clean-label recall 0.80 -> 0.59 for no ASR gained
+# (benchmarks/RESULTS.md, session 21)
+GATED_MODALITIES = ("image",)
 # where the served network is trained afresh by default (``retrain`` None): text, where the rounds'
 # network carries its start from a few dozen vetted texts (complaints: 77.1% -> 80.7%, RESULTS.md
 # session 13); on images the rounds' network is as good or better on every row measured (CIFAR-10
@@ -267,7 +292,7 @@ class HealSelectConfig:
     refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
                                   # outliers (beyond provenance_z) against its inliers, and sets apart
                                   # records this many trusted std beyond; 0 = the first pass sets apart
-    suspect_z: float = 1.0        # > 0: images and audio, first round: a suspect (2a) that the provenance
+    suspect_z: float = 1.0        # > 0: images (GATED_MODALITIES), first round: a suspect (2a) that the provenance
                                   # test puts this many trusted std above the trusted mean is not
                                   # accepted either (two weak signals together; 0 = off)
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
@@ -629,7 +654,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         whole = torch.from_numpy(group[labelled]).to(device)
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
-        if config.suspect_z > 0 and refine:
+        if config.suspect_z > 0 and refine and records.modality in GATED_MODALITIES:
             far = torch.from_numpy(np.nan_to_num(spreads, nan=-np.inf) > config.suspect_z).to(device)
         timings["provenance"] = time.perf_counter() - t0
     # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
@@ -661,7 +686,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s = lift(held, probs, y_c)
         accepted = (s < config.threshold) & ~shifted
         if not selected_hist:  # the first round's judge has learned from the trusted set alone
-            far_suspects = int((suspects & far & ~shifted).sum())
+            far_suspects = int((accepted & suspects & far).sum())  # what the gate takes out
             accepted &= ~(suspects & far)
         selected_hist.append(accepted)
         s, demoted = dominance_scaled(s, probes, probs)
