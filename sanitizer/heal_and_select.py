@@ -110,7 +110,7 @@ The loop, every knob in :class:`HealSelectConfig`:
       (AUROC 0.46 among the suspects), and the round accepted 479 poisoned records -- enough for
       the network to learn the trigger and agree with 212 more in the next round (ASR 14.9%).
       The gate held back 339 of them and 348 clean records: ASR 2.5%, clean-label 5.4% ->
-      4.6%, every 0.5% row within 0 to 1.6 points of its accuracy before
+      4.6% (seed 1: 18.6% -> 12.0% and 9.7% -> 7.3%, better but still over 5%), every 0.5% row within 0 to 1.6 points of its accuracy before
       (``benchmarks/RESULTS.md``, session 21). Later rounds' judges have learned from thousands
       of records and the lift alone decides; applied in every round the gate cost the 2% rows
       0.4-0.5 points of accuracy for no ASR gained; first round only, the 2% rows moved by
