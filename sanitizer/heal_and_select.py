@@ -110,8 +110,9 @@ The loop, every knob in :class:`HealSelectConfig`:
       (AUROC 0.46 among the suspects), and the round accepted 479 poisoned records -- enough for
       the network to learn the trigger and agree with 212 more in the next round (ASR 14.9%).
       The gate held back 339 of them and 348 clean records: ASR 2.5%, clean-label 5.4% ->
-      4.6% (seed 1: 18.6% -> 12.0% and 9.7% -> 7.3%, better but still over 5%), every 0.5% row within 0 to 1.6 points of its accuracy before
-      (``benchmarks/RESULTS.md``, session 21). Later rounds' judges have learned from thousands
+      4.6% (seed 1: 18.6% -> 12.0% and 9.7% -> 7.3%, better but still over 5%), every 0.5%
+      row within 0 to 1.6 points of its accuracy before (``benchmarks/RESULTS.md``, session
+      21). Later rounds' judges have learned from thousands
       of records and the lift alone decides; applied in every round the gate cost the 2% rows
       0.4-0.5 points of accuracy for no ASR gained; first round only, the 2% rows moved by
       -0.4 to +0.5 points, within one seed's noise. Spoken digits (5% trusted) paid 3 of 300
@@ -238,11 +239,8 @@ from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_
 # the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
 # pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
 REFINED_MODALITIES = ("image", "audio")
-# where the first round holds back suspects the provenance test puts far out (``suspect_z``):
-# images, where a 0.5% trusted set's judge let an all-to-all trigger in without it (Fashion-MNIST
-# ASR 14.9% -> 2.5%) and 2% moved by single-seed noise; on spoken digits (5% trusted) it cost 3
-# of 300 test clips on four rows and clean-label recall 0.80 -> 0.59 for no ASR gained
-# (benchmarks/RESULTS.md, session 21)
+# where the first round holds back suspects the provenance test puts far out (``suspect_z``; the
+# measurements in step 2c above): images; spoken digits paid accuracy for no ASR gained
 GATED_MODALITIES = ("image",)
 # where the served network is trained afresh by default (``retrain`` None): text, where the rounds'
 # network carries its start from a few dozen vetted texts (complaints: 77.1% -> 80.7%, RESULTS.md
@@ -649,13 +647,14 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
                 device=config.device)
         spreads = trusted_spreads(provenance, trusted_provenance)
         cut = config.refine_z if refine else config.provenance_z
-        beyond_cut = torch.from_numpy(np.nan_to_num(spreads - cut, nan=-np.inf)).float().to(device)
+        spread = np.nan_to_num(spreads, nan=-np.inf)  # no trusted spread: never out
+        beyond_cut = torch.from_numpy(spread - cut).float().to(device)
         shifted = beyond_cut > 0
         whole = torch.from_numpy(group[labelled]).to(device)
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
         if config.suspect_z > 0 and refine and records.modality in GATED_MODALITIES:
-            far = torch.from_numpy(np.nan_to_num(spreads, nan=-np.inf) > config.suspect_z).to(device)
+            far = torch.from_numpy(spread > config.suspect_z).to(device)
         timings["provenance"] = time.perf_counter() - t0
     # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
     planted: list[int] = []
