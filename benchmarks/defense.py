@@ -52,7 +52,7 @@ from connectors.audio_files import read_audio_records  # noqa: E402
 from connectors.table_records import read_records  # noqa: E402
 from pipelines.train import tokenize  # noqa: E402
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set  # noqa: E402
-from sanitizer.heal_and_select import HealSelectConfig, heal_and_select  # noqa: E402
+from sanitizer.heal_and_select import HealSelectConfig, first_pass_folds, heal_and_select  # noqa: E402
 from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
 from sanitizer.plain_training import train_plain  # noqa: E402
 from sanitizer.records import Records, one_hot  # noqa: E402
@@ -233,7 +233,9 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                 row.update(auroc=None, precision=None, recall=None, f1=None)
         elif method == "provenance":  # the provenance test alone: see sanitizer/provenance.py
             from benchmarks.peers import retrain_without_flagged
-            scores, trusted_scores = provenance_scores(train_records, seed=seed, device=device)
+            scores, trusted_scores = provenance_scores(  # the engine's first pass, its folds too
+                train_records, folds=first_pass_folds(train_records, HealSelectConfig()), seed=seed,
+                device=device)
             model, det = retrain_without_flagged(train_records, scores, beyond_trusted(scores, trusted_scores),
                                                  poisoned, epochs=epochs, seed=seed, device=device)
             row.update(det)

@@ -13,8 +13,10 @@ nothing is poisoned -- only speed is measured):
    per optimisation call -- every ``optimise`` the engine makes, and those of the provenance
    test's classifiers (``sanitizer.provenance``) -- with the batch each call really used::
 
-       provenance: passes x folds x provenance_steps x 128        (collected-vs-trusted classifiers;
-                                                                  two passes on images and audio)
+       provenance: (folds + 2) x provenance_steps x 128           (collected-vs-trusted classifiers:
+                                                                  one per fold of the first pass,
+                                                                  ``fold_count(trusted)``, and two
+                                                                  in the second, images and audio)
      + seed_steps x heal_bs                                       (first heal, trusted only)
      + iterations x ( train_steps x batch_size                    (train on the round's selection)
                     + 2 x probe_steps x probe_bs                  (the two halves of the backdoor test)

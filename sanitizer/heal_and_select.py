@@ -226,8 +226,8 @@ import numpy as np
 import torch
 
 from sanitizer.networks import NetworkSpec, build_network, default_spec
-from sanitizer.provenance import (planted_shares, provenance_scores, refined_provenance_scores,
-                                  shifted_classes, trusted_spreads)
+from sanitizer.provenance import (fold_count, planted_shares, provenance_scores,
+                                  refined_provenance_scores, shifted_classes, trusted_spreads)
 from sanitizer.records import TRUSTED_SKEW, Records, class_skewed
 from sanitizer.scoring import (agreement, disagreement, lift, scale_by_dominance, specific_lift,
                                support, to_collected_priors, undo_prior_shift, vouched)
@@ -242,6 +242,11 @@ REFINED_MODALITIES = ("image", "audio")
 # where the first round holds back suspects the provenance test puts far out (``suspect_z``; the
 # measurements in step 2c above): images; spoken digits paid accuracy for no ASR gained
 GATED_MODALITIES = ("image",)
+# where the provenance test's first pass takes as many folds as the trusted set's size asks for
+# (``provenance_folds`` 0; sanitizer.provenance.fold_count), elsewhere two: images. Spoken digits
+# (140 trusted clips: 4 folds) lost 3-5 of 300 test clips on three rows for an all-to-all recall
+# gain, complaint texts (76: 10 folds) -1.8 to +0.9 points at twice the time (RESULTS.md, session 22)
+FOLDED_MODALITIES = ("image",)
 # where the served network is trained afresh by default (``retrain`` None): text, where the rounds'
 # network carries its start from a few dozen vetted texts (complaints: 77.1% -> 80.7%, RESULTS.md
 # session 13); on images the rounds' network is as good or better on every row measured (CIFAR-10
@@ -286,7 +291,11 @@ class HealSelectConfig:
     max_prior_division: float = 2.0  # ... and then divide no class by more than this in the probes
     provenance_z: float = 2.0     # > 0: never accept a collected record that the provenance test
                                   # (sanitizer.provenance) sets this many trusted std above trusted
-    provenance_steps: int = 200   # training steps of each of the provenance test's two classifiers
+    provenance_steps: int = 200   # training steps of each of the provenance test's classifiers
+    provenance_folds: int = 0     # cross-fitting folds of the provenance test's first pass; 0: by
+                                  # the trusted set's size on images (FOLDED_MODALITIES;
+                                  # sanitizer.provenance.fold_count: 2 for 200 trusted records or
+                                  # more, up to 10 for fewer than ~110), 2 elsewhere
     refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
                                   # outliers (beyond provenance_z) against its inliers, and sets apart
                                   # records this many trusted std beyond; 0 = the first pass sets apart
@@ -414,6 +423,17 @@ def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torc
     planted word they carry -- count fully."""
     weight = torch.where(whole, 1.0, (beyond_cut / ramp).clamp(0.0, 1.0)) if ramp > 0 else 1.0
     return (1.0 - support).clamp(0.0, 1.0) ** power * weight
+
+
+def first_pass_folds(records: Records, config: HealSelectConfig) -> int:
+    """The cross-fitting folds of the provenance test's first pass on ``records``:
+    ``config.provenance_folds`` when set, else as many as the trusted set's size asks for on
+    images (:func:`sanitizer.provenance.fold_count`, ``FOLDED_MODALITIES``) and two elsewhere;
+    never more than there are trusted or collected records."""
+    n_trusted = int(records.trusted.sum())
+    folds = config.provenance_folds or (fold_count(n_trusted)
+                                        if records.modality in FOLDED_MODALITIES else 2)
+    return max(2, min(folds, n_trusted, len(records.trusted) - n_trusted))
 
 
 def heal_and_select(records: Records, config: HealSelectConfig | None = None,
@@ -634,8 +654,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         sync()
         t0 = time.perf_counter()
         provenance, trusted_provenance = provenance_scores(
-            records, steps=config.provenance_steps, widths=config.widths, seed=config.seed,
-            device=config.device)
+            records, folds=first_pass_folds(records, config),
+            steps=config.provenance_steps,
+            widths=config.widths, seed=config.seed, device=config.device)
         labelled = records.hard_labels[collected_index].astype(np.int64)
         group = shifted_classes(provenance, trusted_provenance, labelled, num_classes,
                                 config.group_floor)

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sanitizer.provenance import fold_count
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +28,11 @@ def test_speed_benchmark_counts_every_stage(shared_data: Path, tmp_path: Path) -
     out = json.loads((tmp_path / "speed-small.json").read_text())
     row, knobs = out["datasets"]["fashion_mnist"], out["engine_config"]
     engine, stages = row["engine"], row["engine"]["stages"]
-    # the provenance test: two cross-fitted classifiers (a second pass only when it finds outliers)
-    assert stages["provenance"]["steps"] in (2 * knobs["provenance_steps"], 4 * knobs["provenance_steps"])
+    # the provenance test: one cross-fitted classifier per fold, as many folds as the trusted set's
+    # size asks for (40 trusted records here: 10), and two more when a second pass finds outliers
+    folds = knobs["provenance_folds"] or fold_count(row["trusted"])
+    assert stages["provenance"]["steps"] in (folds * knobs["provenance_steps"],
+                                             (folds + 2) * knobs["provenance_steps"])
     # the served network is retrained and healed once more after the rounds (the smoke knobs
     # turn the retrain on; images are served by the rounds' network by default)
     assert stages["retrain"]["calls"] == 1 and stages["retrain"]["steps"] > 0
