@@ -30,6 +30,21 @@ The loop, every knob in :class:`HealSelectConfig`:
    records were accepted in the first round without it). Fashion-MNIST, 10% poison, 2% trusted
    (``benchmarks/RESULTS.md``): all-to-all ASR 7.4% -> 1.1%, clean-label 10.3% -> 3.9%,
    BadNets recall 0.979 -> 0.991, for 0.9 points of accuracy on clean data.
+   **Folds** (``provenance_folds``; 0, the default, lets the trusted set's size decide on
+   images: :func:`first_pass_folds`, :func:`sanitizer.provenance.fold_count`). Each classifier
+   learns "trusted" from the trusted records of the folds it does not score. Two folds give it
+   half of them: 100 of a 2% trusted set of 10,000 images, but 25 of 50 at 0.5%, which it
+   memorises -- held-out trusted images then look as "collected" as the rest, the trusted
+   spread is wide and a trigger no longer lies beyond it (clean-label BadNets, seed 2: nothing
+   beyond 2 spreads; ASR 21.8%). A trusted set that cannot give each classifier 100 records
+   gets up to ten folds (45 of 50): after the second pass the trigger ranks at AUROC 0.88-0.95
+   instead of 0.71-0.88 (all-to-all and clean-label BadNets, seeds 0-2), and at 0.5%
+   all-to-all ASR falls from 2.5 / 12.0 / 14.3% to 0.4 / 6.4 / 7.3%, clean-label from 4.6 /
+   7.3 / 21.8% to 3.3 / 0.0 / 0.0% (seeds 0 / 1 / 2; ``benchmarks/RESULTS.md``, session 22). Larger sets keep two folds:
+   ten at 2% traded accuracy (-0.7 to +0.1 points) for detection (all-to-all recall 0.92 ->
+   0.99), and cost 60% more time. Images only (``FOLDED_MODALITIES``): spoken digits (140
+   vetted clips, 4 folds) lost 3-5 of 300 test clips on three rows, complaint texts (76, 10
+   folds) moved -1.8 to +0.9 points at twice the time.
    **Second pass** (``refine_z`` > 0, 2.5 by default;
    :func:`sanitizer.provenance.refined_provenance_scores`): the first pass learns "collected"
    from records nine in ten of which are clean, and ranks a trigger high but not far out (all-to-all
