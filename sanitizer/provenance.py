@@ -74,15 +74,16 @@ def fold_count(n_trusted: int, fit: int = 100, most: int = 10) -> int:
     """How many cross-fitting folds the first pass of :func:`provenance_scores` needs so that
     each classifier learns "trusted" from at least ``fit`` trusted records -- or, from a trusted
     set too small for that, from all but a ``most``-th of them: the fewest folds from 2 to
-    ``most`` that do it (never more than there are trusted records). Two folds train each classifier on half the trusted set; with 50 vetted
-    images (0.5% of 10,000 Fashion-MNIST records) that is 25, which it memorises: held-out
-    trusted images then score as "collected" as the collected ones, the trusted spread is wide
-    and no trigger lies beyond it (clean-label BadNets, seed 2: AUROC 0.71, nothing beyond 2
-    spreads). Ten folds train on 45: after the second pass AUROC 0.77-0.88 -> 0.89-0.95 over
-    three seeds and two attacks (``benchmarks/RESULTS.md``, session 22). ``fit`` = 100 is
-    what two folds give a 2% trusted set of 10,000 records (200), where the first pass ranked
-    triggers at AUROC 0.95-0.97; ten folds there set more clean records apart and moved the
-    rows by -0.7 to +0.1 points of accuracy, so larger trusted sets keep fewer folds."""
+    ``most`` that do it (never more than there are trusted records). Two folds train each
+    classifier on half the trusted set; with 50 vetted images (0.5% of 10,000 Fashion-MNIST
+    records) that is 25, which it memorises: held-out trusted images then score as "collected"
+    as the collected ones, the trusted spread is wide and no trigger lies beyond it (clean-label
+    BadNets, seed 2: AUROC 0.71, nothing beyond 2 spreads). Ten folds train on 45: after the
+    second pass AUROC 0.71-0.88 -> 0.88-0.95 over three seeds and two attacks
+    (``benchmarks/RESULTS.md``, session 22). ``fit`` = 100 is what two folds give a 2% trusted
+    set of 10,000 records (200), where the first pass ranked triggers at AUROC 0.95-0.97; ten
+    folds there set more clean records apart and moved the rows by -0.7 to 0.0 points of
+    accuracy, so larger trusted sets keep fewer folds."""
     if n_trusted <= 2:
         return 2
     need = min(fit, n_trusted * (most - 1) / most)
