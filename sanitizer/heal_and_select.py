@@ -319,6 +319,9 @@ class HealSelectConfig:
     suspect_z: float = 1.0        # > 0: images (GATED_MODALITIES), first round: a suspect (2a) that the provenance
                                   # test puts this many trusted std above the trusted mean is not
                                   # accepted either (two weak signals together; 0 = off)
+    few_trusted: int = 100        # images (GATED_MODALITIES) whose trusted core has fewer records than
+                                  # this: no heal after the first (it memorises them), and what the
+                                  # first round's gate held back stays out in every round (0 = off)
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
@@ -379,6 +382,7 @@ class HealSelectResult:
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
     provenance_spreads: np.ndarray     # ... its log-odds above the trusted records', in their std (NaN: off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
+    held_back: np.ndarray              # held back by the first round's gate (far suspects, 2c)
     planted_token: np.ndarray          # text: the over-represented token a record carries (0: none)
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -714,6 +718,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
     repeat[t_idx.cpu()] = config.trusted_weight
     held, probes, spared, demoted, alike, far_suspects = None, [], 0, 0, 0, 0
+    gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the first round's gate held back
+    # a few trusted images (a 0.5% set: 50): the heals memorise them, and the later rounds' judges,
+    # having learned from a leaked trigger, would accept what the first round's gate held back
+    few = records.modality in GATED_MODALITIES and len(t_idx) < config.few_trusted
+    heal_steps = 0 if few else config.heal_steps
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = judged(predict(model, c_idx))
@@ -722,8 +731,10 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s = lift(held, probs, y_c)
         accepted = (s < config.threshold) & ~shifted
         if not selected_hist:  # the first round's judge has learned from the trusted set alone
-            far_suspects = int((accepted & suspects & far).sum())  # what the gate takes out
-            accepted &= ~(suspects & far)
+            gated = suspects & far
+            far_suspects = int((accepted & gated).sum())  # what the gate takes out
+        if not selected_hist or few:
+            accepted &= ~gated
         selected_hist.append(accepted)
         s, demoted = dominance_scaled(s, probes, probs)
         score_hist.append(s)
@@ -751,7 +762,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         run("train", model, data, steps_for(config.train_epochs, int(use[c_idx].sum()), config.batch_size),
             config.lr, config.batch_size, repeat=repeat[keep.cpu()])
         # 2e. heal on the trusted set
-        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
+        if heal_steps:
+            run("heal", model, trusted_set, heal_steps, config.heal_lr, small_bs)
 
     # 3. final scores: the last healed network's disagreement, times the last backdoor test
     probs = predict(model, c_idx)
@@ -781,7 +793,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         run("retrain", model, data, steps_for(config.iterations * config.train_epochs, len(keep),
                                               config.batch_size),
             config.lr, config.batch_size, repeat=repeat[keep.cpu()])
-        run("heal", model, trusted_set, config.heal_steps, config.heal_lr, small_bs)
+        if heal_steps:
+            run("heal", model, trusted_set, heal_steps, config.heal_lr, small_bs)
         served = predict(model, c_idx)
     t_probs = predict(model, every)
     metrics = {
@@ -792,6 +805,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "left_out_for_look_alikes": alike,
         "left_out_for_provenance": int(shifted.sum()),
         "first_round_far_suspects": far_suspects,
+        "few_trusted": few,
         "shifted_classes": shifted_class_names,
         "planted_tokens": planted,
         "retrained": retrain,
@@ -813,6 +827,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         probs=probs.cpu().numpy(), served_probs=served.cpu().numpy(),
         heldout_agreement=agreement(held, y_c).cpu().numpy(),
         provenance=provenance, provenance_spreads=spreads, shifted=shifted.cpu().numpy(),
+        held_back=gated.cpu().numpy(),
         planted_token=planted_token,
         timings=timings, metrics=metrics,
     )

@@ -342,8 +342,17 @@ def test_the_first_round_holds_back_suspects_the_provenance_test_puts_far_out(fm
     # doubts many clean records, and the probes cannot tell those from all-to-all poison
     records = _records(fmnist, 4000, 0.01)
     result = poison(records, AttackConfig(kind="badnets", target=None, rate=0.1, seed=3))
-    config = dataclasses.replace(FAST, provenance_z=2.0)  # one round: the gate's
-    gated = heal_and_select(result.records, config)
+    config = dataclasses.replace(FAST, provenance_z=2.0, iterations=2, train_epochs=1)
+    stages = []
+
+    class Stages:  # which training stages ran
+        def stage(self, name, total):
+            stages.append(name)
+
+        def advance(self):
+            pass
+
+    gated = heal_and_select(result.records, config, progress=Stages())
     plain = heal_and_select(result.records, dataclasses.replace(config, suspect_z=0.0))
     truth = result.poisoned[gated.collected_index]
     held_back = plain.selected_history[0] & ~gated.selected_history[0]
@@ -355,8 +364,15 @@ def test_the_first_round_holds_back_suspects_the_provenance_test_puts_far_out(fm
     assert held_back.sum() == gated.metrics["first_round_far_suspects"] > 0
     assert (gated.provenance_spreads[held_back] > config.suspect_z).all()
     assert plain.metrics["first_round_far_suspects"] == 0
-    # what it holds back is poison far above the 10% base rate (measured: 0.38, 63 -> 28
-    # poisoned records accepted; with the provenance test's two folds before session 22, which
-    # set fewer apart: 0.41, 315 -> 252)
+    # what it holds back is poison far above the 10% base rate (measured: 0.37, 77 -> 32
+    # poisoned records accepted on an AMD EPYC host, 0.38, 63 -> 28 on session 22's; with the
+    # provenance test's two folds before session 22, which set fewer apart: 0.41, 315 -> 252)
     assert truth[held_back].mean() >= 0.3
     assert gated.selected_history[0][truth].sum() < plain.selected_history[0][truth].sum()
+    # 40 trusted images are few (few_trusted, 100): what the gate held back stays out in the
+    # second round, whose judge has learned from the first round's accepted records -- without
+    # the gate that judge accepts some of them -- and no heal follows the first
+    assert gated.metrics["few_trusted"] and (gated.held_back == (held_back | gated.held_back)).all()
+    assert not (gated.selected_history[1] & gated.held_back).any()
+    assert plain.selected_history[1][held_back].any()
+    assert stages.count("heal") == 1 and stages.count("train") == 2
