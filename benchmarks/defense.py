@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -254,11 +253,11 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
 
 
 def machine() -> str:
-    dev = pick_device("auto")
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    import os
-    return f"CPU {platform.processor() or platform.machine()} x{len(os.sched_getaffinity(0))}, torch {torch.__version__}"
+    """The device, named as the speed benchmark names it: the CPU model too, since CPU tables
+    differ from host to host (the 0.5% rows moved by up to 15 points of ASR between an Intel
+    and an AMD host at one commit: RESULTS.md, session 23)."""
+    from benchmarks.speed import machine as named
+    return named(pick_device("auto"))
 
 
 def commit() -> str:
@@ -295,8 +294,11 @@ def table(rows: list[dict], command: str, config: str) -> str:
 
 def engine_value(default, text: str):
     """An ``--engine`` override parsed as the type of the knob's default (``0``/``1``,
-    ``false``/``true`` for switches)."""
-    if isinstance(default, bool):
+    ``false``/``true`` for switches; a switch whose default is ``None``, "by the data", also
+    takes ``none``)."""
+    if default is None and text.lower() == "none":
+        return None
+    if default is None or isinstance(default, bool):
         if text.lower() not in ("0", "1", "false", "true"):
             raise SystemExit(f"engine switch expects 0/1 or false/true, got {text!r}")
         return text.lower() in ("1", "true")

@@ -5,7 +5,10 @@ One row per collected record, most suspect first: ``rank``, ``id``, ``contributo
 ``score_max`` / ``times_rejected`` / ``times_unlearned`` (the record's trajectory over the
 iterations; unlearned: rejected and trained away from its label), ``provenance`` /
 ``provenance_spreads`` / ``shifted`` (the provenance test's score, how many trusted standard
-deviations above the trusted records' it lies, and whether it set the record apart), for text
+deviations above the trusted records' it lies, and whether it set the record apart),
+``held_back`` (kept out of training by the first round's gate: a label the first judge doubted
+on a record the provenance test puts far out; on images with few trusted records, in every
+round), for text
 ``planted_word`` (a word far more collected texts carry than the trusted sample explains, which
 this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table
 summarises contributors (records, flagged rate, z and p-value against the overall rate). Optionally the collected records are split into a clean and
@@ -45,6 +48,8 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     spreads = (s["provenance_spreads"].to_numpy() if "provenance_spreads" in s.columns
                else np.full(len(s), np.nan, dtype=np.float32))  # runs written before the column existed
     shifted = s["shifted"].to_numpy() if "shifted" in s.columns else np.zeros(len(s), bool)
+    held_back = (s["held_back"].to_numpy() if "held_back" in s.columns
+                 else np.zeros(len(s), bool))  # runs written before the column existed
     planted = (s["planted_word"].to_numpy() if "planted_word" in s.columns
                else np.full(len(s), "", dtype=object))  # runs written before the column existed
     report = pl.DataFrame({
@@ -61,9 +66,11 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
         "provenance": provenance.astype(np.float32),
         "provenance_spreads": spreads.astype(np.float32),
         "shifted": shifted.astype(bool),
+        "held_back": held_back.astype(bool),
         "planted_word": pl.Series(planted.astype(str), dtype=pl.String),
         "flagged": flags,
-        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes, shifted, planted),
+        "reason": reasons(flags, given, pred, s["confidence"].to_numpy(), held, classes, shifted, planted,
+                          held_back),
     }).sort("rank")
     contributors = s["contributor"].to_numpy()
     summary = pl.DataFrame(contributor_summary(contributors, flags),

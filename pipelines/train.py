@@ -51,6 +51,7 @@ def scores_frame(records: Records, result: HealSelectResult,
         "provenance": result.provenance.astype(np.float32),
         "provenance_spreads": result.provenance_spreads.astype(np.float32),
         "shifted": result.shifted,
+        "held_back": result.held_back,
         "planted_word": pl.Series(planted, dtype=pl.String),
     })
 

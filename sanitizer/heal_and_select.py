@@ -134,7 +134,11 @@ The loop, every knob in :class:`HealSelectConfig`:
       0.4-0.5 points of accuracy for no ASR gained; first round only, the 2% rows moved by
       -0.4 to +0.5 points, within one seed's noise. Spoken digits (5% trusted) paid 3 of 300
       test clips on four rows and clean-label recall (0.80 -> 0.59) for no ASR gained, so audio
-      goes without it.
+      goes without it. With **few trusted images** (a core of fewer than ``few_trusted``, 100:
+      a 0.5% set of 50) what the gate held back stays out in every round (``held_back``): the
+      second round's judge has trained on the first round's accepted records, a few dozen
+      poisoned ones among them, and accepted 60 and 116 of the all-to-all poisoned records the
+      gate had held back (seeds 1 and 2; 100 and 154 accepted in all, ASR 4.5% and 5.7%).
       The rejected ones then face a **dominance
       test**: each is superimposed (:func:`superimpose`, STRIP's overlay) on ``partners`` trusted
       records of the class the healed network believes it to be, and the probes that did not
@@ -178,7 +182,15 @@ The loop, every knob in :class:`HealSelectConfig`:
       ``backed`` are left out too: the core-healed judge knows the common classes from few
       records and rejects some of their clean members, and unlearning those cost SMS 10-15
       points of accuracy.
-   e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``).
+   e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``) --
+      except with few trusted images (``few_trusted``): 30 steps of batches of 12 over 50
+      images memorise them, and the network forgets what the accepted records taught it (clean
+      Fashion-MNIST, seeds 1 and 2: 79.1% and 75.0% healed, 82.0% and 78.9% not). Together
+      with the held-back suspects staying out, all-to-all BadNets at 0.5% went from 4.5% /
+      5.7% ASR (82.8% / 80.6% accurate) to 1.1% / 2.4% (84.5% / 81.5%), seeds 1 / 2, and
+      every 0.5% row over seeds 0-2 is at 0.0-3.3% (``benchmarks/RESULTS.md``, session 23).
+      Without the heal alone ASR rose (5.9% / 6.2%); with the hold alone accuracy fell
+      (81.4% / 78.1%).
 
 3. **Scores.** The last suspicion scores, read with the predictions of the network that made
    the rounds (the last healed one), are the report's; every iteration's scores and selections
@@ -382,7 +394,7 @@ class HealSelectResult:
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
     provenance_spreads: np.ndarray     # ... its log-odds above the trusted records', in their std (NaN: off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
-    held_back: np.ndarray              # held back by the first round's gate (far suspects, 2c)
+    held_back: np.ndarray              # held back by the first round's gate (far suspects not set apart, 2c)
     planted_token: np.ndarray          # text: the over-represented token a record carries (0: none)
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -731,7 +743,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s = lift(held, probs, y_c)
         accepted = (s < config.threshold) & ~shifted
         if not selected_hist:  # the first round's judge has learned from the trusted set alone
-            gated = suspects & far
+            gated = suspects & far & ~shifted  # (set-apart records are out anyway)
             far_suspects = int((accepted & gated).sum())  # what the gate takes out
         if not selected_hist or few:
             accepted &= ~gated

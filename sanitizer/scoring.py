@@ -264,13 +264,15 @@ def flag(scores: np.ndarray, rule: FlagRule | None = None) -> np.ndarray:
 
 def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_conf: np.ndarray,
             heldout: np.ndarray, class_names: list[str], shifted: np.ndarray | None = None,
-            planted: np.ndarray | None = None) -> list[str]:
+            planted: np.ndarray | None = None, held_back: np.ndarray | None = None) -> list[str]:
     """A short sentence per record saying why it was (or was not) flagged. ``heldout`` is the
     backdoor test's agreement of a probe trained on other suspects with the record's label;
     ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`);
-    ``planted`` names, for text, the over-represented word a record carries (``""``: none)."""
+    ``planted`` names, for text, the over-represented word a record carries (``""``: none);
+    ``held_back`` marks records the first round's gate kept out (a doubted label, far out)."""
     out = []
     shifted = np.zeros(len(flags), dtype=bool) if shifted is None else shifted
+    held_back = np.zeros(len(flags), dtype=bool) if held_back is None else held_back
     for i in range(len(flags)):
         g, p = class_names[given[i]], class_names[predicted[i]]
         if planted is not None and planted[i]:
@@ -281,6 +283,10 @@ def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_co
             out.append("a classifier tells it (or its class's collected records as a group) from the "
                        "trusted records (something only collected records carry, e.g. a clean-label "
                        "trigger): left out of training, label not judged")
+        elif held_back[i] and not flags[i]:
+            out.append("the first judge (healed on the trusted set alone) doubted its label and a "
+                       "classifier puts it farther from the trusted records than most: kept out of "
+                       "training, not judged a backdoor")
         elif flags[i]:
             apart = ("a classifier tells the record from the trusted ones and the model never "
                      "trained on it; " if shifted[i] else "")

@@ -372,7 +372,7 @@ def test_the_first_round_holds_back_suspects_the_provenance_test_puts_far_out(fm
     # 40 trusted images are few (few_trusted, 100): what the gate held back stays out in the
     # second round, whose judge has learned from the first round's accepted records -- without
     # the gate that judge accepts some of them -- and no heal follows the first
-    assert gated.metrics["few_trusted"] and (gated.held_back == (held_back | gated.held_back)).all()
+    assert gated.metrics["few_trusted"] and not (held_back & ~gated.held_back).any()
     assert not (gated.selected_history[1] & gated.held_back).any()
     assert plain.selected_history[1][held_back].any()
     assert stages.count("heal") == 1 and stages.count("train") == 2

@@ -229,6 +229,16 @@ def test_reasons_say_when_the_provenance_test_set_a_record_apart():
         "healed model agrees with the label"
 
 
+def test_reasons_say_when_the_first_round_held_a_record_back():
+    flags = np.array([False, True, False])
+    given, predicted = np.array([0, 0, 1]), np.array([1, 1, 1])
+    out = reasons(flags, given, predicted, np.full(3, 0.8), np.array([0.2, 0.9, 0.1]),
+                  ["cat", "dog"], held_back=np.array([True, True, False]))
+    assert "kept out of training" in out[0] and "first judge" in out[0]
+    assert "backdoor-like" in out[1]  # a flag says why it is flagged, held back or not
+    assert out[2] == "healed model agrees with the label"
+
+
 def test_reasons_name_the_planted_word_a_text_carries():
     flags = np.array([True, False, True])
     given, predicted = np.array([0, 0, 1]), np.array([0, 0, 0])
