@@ -87,9 +87,10 @@ CONFIGS = {
     "full": {"fashion_mnist": 60000, "cifar10": 10000},
 }
 TINY_ENGINE = dict(iterations=1, seed_steps=20, heal_steps=5, probe_steps=10, train_epochs=0.5,
-                   provenance_steps=10, retrain=True)
+                   provenance_steps=10, retrain=True, few_trusted=0)
 """Engine knobs of the hidden ``--tiny-engine`` smoke-test switch (never for reported figures):
-every stage runs, the served network's retrain too (by default on text only)."""
+every stage runs, the served network's retrain too (by default on text only), and the heals
+after the first (skipped by default for fewer than 100 trusted images, as the smoke test has)."""
 NET_MIN_S = 0.25  # below this, "net of start-up" is start-up jitter, not ingest work
 STAGES = ("to_device", "provenance", "heal", "probe", "train", "retrain", "score")
 TRAINING = ("provenance", "heal", "probe", "train", "retrain")  # the stages that optimise
