@@ -43,15 +43,16 @@ def build_report(run: dict, rule: FlagRule) -> tuple[pl.DataFrame, pl.DataFrame,
     rejected = np.stack(s["selected_history"].to_numpy()) if len(s) else np.zeros((0, 1), bool)
     unlearned = (np.stack(s["unlearned_history"].to_numpy()) if len(s) and "unlearned_history" in s.columns
                  else np.zeros((len(s), 1), bool))  # runs written before the column existed
-    provenance = (s["provenance"].to_numpy() if "provenance" in s.columns
-                  else np.full(len(s), np.nan, dtype=np.float32))
-    spreads = (s["provenance_spreads"].to_numpy() if "provenance_spreads" in s.columns
-               else np.full(len(s), np.nan, dtype=np.float32))  # runs written before the column existed
-    shifted = s["shifted"].to_numpy() if "shifted" in s.columns else np.zeros(len(s), bool)
-    held_back = (s["held_back"].to_numpy() if "held_back" in s.columns
-                 else np.zeros(len(s), bool))  # runs written before the column existed
-    planted = (s["planted_word"].to_numpy() if "planted_word" in s.columns
-               else np.full(len(s), "", dtype=object))  # runs written before the column existed
+
+    def optional(name: str, fill) -> np.ndarray:
+        """A column that runs written before it existed lack: ``fill`` in every row there."""
+        return s[name].to_numpy() if name in s.columns else np.full(len(s), fill)
+
+    provenance = optional("provenance", np.float32(np.nan))
+    spreads = optional("provenance_spreads", np.float32(np.nan))
+    shifted = optional("shifted", False)
+    held_back = optional("held_back", False)
+    planted = optional("planted_word", "").astype(object)
     report = pl.DataFrame({
         "rank": rank(scores),
         "id": s["id"],
