@@ -13,8 +13,8 @@ Tricks, each named where it is used:
   actively unlearned instead of merely left out (the ABL idea, bounded so it cannot diverge).
 * **random translation** -- images are shifted by up to ``max_shift`` pixels on the device,
   waveforms (2-D batches) by up to ``max_shift`` samples in time; callers pass 0 for tabular rows.
-* **warm-up then linear decay** of the learning rate, AdamW (fused on CUDA), bf16 autocast and
-  channels_last on CUDA, TF32 matmuls.
+* **warm-up then linear decay** of the learning rate, AdamW (fused on CUDA), bf16 autocast on
+  CUDA, TF32 matmuls; image networks run channels-last (``sanitizer.networks.ImageCNN``).
 """
 
 from __future__ import annotations
@@ -61,13 +61,19 @@ def resident(features: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def as_input(batch: torch.Tensor) -> torch.Tensor:
     """A resident batch as the input the networks take: ``float32`` (pixels stay 0..255), except
-    token ids, which stay integers."""
+    token ids, which stay integers, cut after the batch's last real token (padding trimming).
+
+    Padding trimming: token ids are padded with 0 to the longest text in the data set, but most
+    short texts (SMS: median 12 of 190 ids) leave a batch's last columns all padding, and the
+    text network's convolutions would spend most of their time there. The text network gives
+    every position after a text's last token no weight (zero embedding, masked max), so cutting
+    the all-padding columns changes no output and halves a step on SMS."""
     if not batch.is_floating_point() and batch.dtype != torch.uint8:
-        return batch
-    x = batch.float()
-    if x.dim() == 4 and x.is_cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+        if batch.dim() != 2 or batch.shape[1] < 2:
+            return batch
+        used = torch.nonzero(batch.ne(0).any(dim=0))
+        return batch[:, :int(used[-1]) + 1] if len(used) else batch[:, :1]
+    return batch.float()
 
 
 def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

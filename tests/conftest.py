@@ -7,6 +7,7 @@ skips the test, with the reason, when the folder or file is absent (a fresh clon
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,37 @@ def fmnist(shared_data: Path) -> dict[str, np.ndarray]:
 def cifar10(shared_data: Path) -> dict[str, np.ndarray]:
     """CIFAR-10 subset: x_train (10000, 32, 32, 3) uint8, y_train, x_test, y_test, class_names."""
     return _load_npz(shared_data, "cifar10/cifar10_subset.npz")
+
+
+def _digest(value) -> str:
+    if isinstance(value, np.ndarray):
+        return hashlib.blake2b(value.tobytes(), digest_size=16).hexdigest() + str(value.shape)
+    if hasattr(value, "features") and hasattr(value, "trusted"):  # a Records
+        return _digest(value.features) + _digest(value.trusted) + _digest(value.labels)
+    return repr(value)
+
+
+@pytest.fixture
+def reuse_provenance(monkeypatch):
+    """Compute the engine's provenance test (both passes) once per records and knobs.
+
+    For tests that run ``heal_and_select`` twice on the same records with a switch that acts
+    after the provenance test (the look-alike test, the dominance test, the first round's gate):
+    the provenance classifiers are deterministic on the CPU and most of such a run's time, so
+    the second run reuses the first one's scores instead of training them again. Keyed by the
+    content of every argument, so different records or knobs are computed afresh."""
+    import sanitizer.heal_and_select as engine
+
+    def once(function):
+        memo = {}
+
+        def cached(*args, **kwargs):
+            key = (tuple(_digest(a) for a in args),
+                   tuple((k, _digest(v)) for k, v in sorted(kwargs.items())))
+            if key not in memo:
+                memo[key] = function(*args, **kwargs)
+            return tuple(a.copy() for a in memo[key])
+        return cached
+
+    for name in ("provenance_scores", "refined_provenance_scores"):
+        monkeypatch.setattr(engine, name, once(getattr(engine, name)))

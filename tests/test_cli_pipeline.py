@@ -59,10 +59,11 @@ TRAIN = ["--device", "cpu", "--seed", "0", "--widths", "8,16,32", "--lr", "0.01"
          *train_knobs(seed_steps=150, heal_steps=30, train_epochs=1, iterations=1, probe_epochs=1,
                       probe_steps=60)]
 # --no-retrain: half a pass would not train a served network afresh (the default for images
-# anyway; the switch is tested in test_defense.py and by --retrain below)
+# anyway; the switch is tested in test_defense.py and by --retrain below); 20 provenance steps
+# (200 by default): the tests that train with TINY check plumbing, not what is set apart
 TINY = ["--device", "cpu", "--seed", "3", "--widths", "8,16", "--no-retrain",
         *train_knobs(seed_steps=30, heal_steps=5, train_epochs=0.5, iterations=1, probe_epochs=0.5,
-                     probe_steps=5)]
+                     probe_steps=5, provenance_steps=20)]
 
 
 def cli(*args, ok: bool = True):

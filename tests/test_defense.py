@@ -204,7 +204,7 @@ def test_superimpose_keeps_both_records_and_a_trigger_where_it_was():
         superimpose(torch.zeros(1, 3), torch.zeros(1, 3), "tabular")
 
 
-def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
+def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist, reuse_provenance):
     # The blended trigger is laid over the whole image, so the healed network also rejects hard
     # clean records whose labels transfer in the probe. Laid over a record of the class the
     # healed network believes in, a triggered record keeps its label and a clean one gives way.
@@ -245,7 +245,7 @@ def test_the_dominance_test_demotes_clean_records_not_triggered_ones(fmnist):
     assert (((off.score_history[-2] >= FAST.threshold) | off.shifted) == ~off.selected_history[-1]).all()
 
 
-def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another(shared_data):
+def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another(shared_data, reuse_provenance):
     # Clean complaints, nothing poisoned: 21 trusted records per product (all 13 of the rarest).
     # Debt-collection complaints often read like credit-report ones, the healed network rejects
     # many of them, and a probe fine-tuned on some backs the rest: their lift is high. Their
@@ -265,8 +265,10 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
         trusted[rng.permutation(np.flatnonzero(train.hard_labels == c))[:21]] = True
     train = dataclasses.replace(train, trusted=trusted)
     encoded, tokenizer = tokenize(train)
+    # 60 provenance steps (200 by default): the same records are rejected as with 200 (135 sure
+    # rejections, 42 left out), at a third of the provenance test's time
     config = HealSelectConfig(seed_steps=200, probe_steps=60, train_epochs=2, iterations=1,
-                              look_alikes=10, device="cpu")
+                              look_alikes=10, provenance_steps=60, device="cpu")
     res = heal_and_select(encoded, config)
     # one round: the sure rejections are the same with the test on or off (scores precede training)
     sure = ~res.selected_history[-1] & (res.score_history[-2] >= config.unlearn_from)
@@ -288,5 +290,7 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
     assert (off.unlearned_history[-1] == sure).all()
     off_acc = accuracy(predict_proba(off.model, resident(tokenizer.encode(records.features[test]), cpu))
                        .argmax(1).numpy(), y[test])
-    # measured: 0.664 with the test, 0.649 without (0.687 when the lift alone decided)
+    print(f"accuracy {acc:.3f} with the look-alike test, {off_acc:.3f} without")
+    # measured: 0.694 with the test, 0.596 without (60 provenance steps, session 24; with the
+    # default 200: 0.664 and 0.649; 0.687 when the lift alone decided)
     assert acc >= 0.655 and acc > off_acc, (acc, off_acc)
