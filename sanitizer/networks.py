@@ -94,13 +94,7 @@ def pooled_blocks(block, c_in: int, size: int, widths) -> tuple[nn.Sequential, i
 class ImageCNN(nn.Module):
     """A small VGG-style CNN: one conv block per width, pooling while the map is >= 8 px,
     global average pooling, then a linear classifier. ``features(x)`` returns the penultimate
-    activations (used by peers such as spectral signatures).
-
-    Channels-last: the convolution weights and the standardised input are kept channels-last
-    (NHWC), the layout the CPU (oneDNN) and GPU (cuDNN) convolutions run fastest in; on a
-    2-core CPU a training step of the default 32/64/128 network on 128 Fashion-MNIST images
-    takes about half the time (benchmarks/RESULTS.md, session 24). Outputs are the same up to
-    float rounding, and the ONNX graph does not carry the layout."""
+    activations (used by peers such as spectral signatures)."""
 
     def __init__(self, spec: NetworkSpec):
         super().__init__()
@@ -108,11 +102,9 @@ class ImageCNN(nn.Module):
         self.standardize = Standardize(spec.mean, spec.std, image=True)
         self.body, c_out = pooled_blocks(conv_block, c, min(h, w), spec.widths)
         self.head = nn.Linear(c_out, spec.num_classes)
-        self.body.to(memory_format=torch.channels_last)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(x).contiguous(memory_format=torch.channels_last)
-        return self.body(x).mean(dim=(2, 3))
+        return self.body(self.standardize(x)).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -13,8 +13,10 @@ Tricks, each named where it is used:
   actively unlearned instead of merely left out (the ABL idea, bounded so it cannot diverge).
 * **random translation** -- images are shifted by up to ``max_shift`` pixels on the device,
   waveforms (2-D batches) by up to ``max_shift`` samples in time; callers pass 0 for tabular rows.
-* **warm-up then linear decay** of the learning rate, AdamW (fused on CUDA), bf16 autocast on
-  CUDA, TF32 matmuls; image networks run channels-last (``sanitizer.networks.ImageCNN``).
+* **padding trimming** -- a batch of token ids is cut after its last real token, so short
+  texts padded to the data set's longest do not pay for its length (``as_input``).
+* **warm-up then linear decay** of the learning rate, AdamW (fused on CUDA), bf16 autocast and
+  channels_last on CUDA, TF32 matmuls.
 """
 
 from __future__ import annotations
@@ -73,7 +75,10 @@ def as_input(batch: torch.Tensor) -> torch.Tensor:
             return batch
         used = torch.nonzero(batch.ne(0).any(dim=0))
         return batch[:, :int(used[-1]) + 1] if len(used) else batch[:, :1]
-    return batch.float()
+    x = batch.float()
+    if x.dim() == 4 and x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

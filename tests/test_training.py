@@ -1,5 +1,5 @@
-"""Training primitives (sanitizer/training.py) and the networks' layout tricks: what they change
-in speed must change nothing in what the networks compute."""
+"""Training primitives (sanitizer/training.py): what the speed tricks change must change nothing
+in what the networks compute."""
 
 from __future__ import annotations
 
@@ -33,18 +33,3 @@ def test_the_text_network_gives_the_same_output_with_the_padding_cut():
     with torch.no_grad():
         torch.testing.assert_close(net(as_input(x)), net(x), rtol=1e-5, atol=1e-6)
 
-
-def test_the_image_network_runs_channels_last_and_computes_the_same():
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(32, 1, 28, 28), dtype=np.uint8)
-    spec = default_spec(images, 10, "image")
-    torch.manual_seed(0)
-    net = build_network(spec).eval()
-    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = build_network(spec).eval()  # the same weights laid out row-major (NCHW)
-    plain.load_state_dict({k: v.contiguous() for k, v in net.state_dict().items()})
-    plain.body.to(memory_format=torch.contiguous_format)
-    plain.features = lambda x: plain.body(plain.standardize(x)).mean(dim=(2, 3))
-    x = torch.from_numpy(images)
-    torch.testing.assert_close(predict_proba(net, x), predict_proba(plain, x), rtol=1e-4, atol=1e-5)
