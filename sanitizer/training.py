@@ -71,10 +71,10 @@ def as_input(batch: torch.Tensor) -> torch.Tensor:
     every position after a text's last token no weight (zero embedding, masked max), so cutting
     the all-padding columns changes no output and halves a step on SMS."""
     if not batch.is_floating_point() and batch.dtype != torch.uint8:
-        if batch.dim() != 2 or batch.shape[1] < 2:
-            return batch
-        used = torch.nonzero(batch.ne(0).any(dim=0))
-        return batch[:, :int(used[-1]) + 1] if len(used) else batch[:, :1]
+        if batch.dim() == 2:
+            used = batch.ne(0).any(dim=0).nonzero()
+            batch = batch[:, :int(used[-1]) + 1 if len(used) else 1]
+        return batch
     x = batch.float()
     if x.dim() == 4 and x.is_cuda:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sanitizer.records import Records
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -48,7 +50,7 @@ def cifar10(shared_data: Path) -> dict[str, np.ndarray]:
 def _digest(value) -> str:
     if isinstance(value, np.ndarray):
         return hashlib.blake2b(value.tobytes(), digest_size=16).hexdigest() + str(value.shape)
-    if hasattr(value, "features") and hasattr(value, "trusted"):  # a Records
+    if isinstance(value, Records):
         return _digest(value.features) + _digest(value.trusted) + _digest(value.labels)
     return repr(value)
 

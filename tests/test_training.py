@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from sanitizer.networks import build_network, default_spec
-from sanitizer.training import as_input, predict_proba
+from sanitizer.training import as_input
 
 
 def test_token_batches_are_cut_after_their_last_real_token():
