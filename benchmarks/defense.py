@@ -292,17 +292,24 @@ def table(rows: list[dict], command: str, config: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def engine_value(default, text: str):
-    """An ``--engine`` override parsed as the type of the knob's default (``0``/``1``,
-    ``false``/``true`` for switches; a switch whose default is ``None``, "by the data", also
-    takes ``none``)."""
-    if default is None and text.lower() == "none":
+def engine_value(knob: str, text: str):
+    """An ``--engine`` override parsed as the type the knob is declared with in
+    :class:`HealSelectConfig` (``0``/``1``, ``false``/``true`` for switches); a knob whose
+    default is ``None``, "by the data", also takes ``none``."""
+    declared = HealSelectConfig.__dataclass_fields__[knob].type  # e.g. "int | None"
+    if text.lower() == "none" and "None" in declared:
         return None
-    if default is None or isinstance(default, bool):
+    base = declared.split("|")[0].strip()
+    if base == "bool":
         if text.lower() not in ("0", "1", "false", "true"):
-            raise SystemExit(f"engine switch expects 0/1 or false/true, got {text!r}")
+            raise SystemExit(f"engine switch {knob} expects 0/1 or false/true, got {text!r}")
         return text.lower() in ("1", "true")
-    return type(default)(text)
+    if base not in ("int", "float", "str"):
+        raise SystemExit(f"engine knob {knob} ({declared}) cannot be set with --engine")
+    try:
+        return {"int": int, "float": float, "str": str}[base](text)
+    except ValueError:
+        raise SystemExit(f"engine knob {knob} expects {base}, got {text!r}") from None
 
 
 def main() -> None:
@@ -333,7 +340,7 @@ def main() -> None:
     datasets = {k: v for k, v in cfg["datasets"].items()
                 if not args.datasets or k in args.datasets.split(",")}
     methods = [m for m in args.methods.split(",") if m] + [p for p in args.peers.split(",") if p]
-    engine = {k: engine_value(getattr(HealSelectConfig(), k), v) for k, v in
+    engine = {k: engine_value(k, v) for k, v in
               (kv.split("=") for kv in args.engine.split(",") if kv)}
     shares = [float(v) for v in args.trusted.split(",")] if args.trusted else cfg["trusted"]
     rows = []

@@ -3,7 +3,7 @@
 ===================  ==========================================================================
 file                 what it holds
 ===================  ==========================================================================
-``model.pt``         the served (last healed) network's ``state_dict``; load with
+``model.pt``         the served network's ``state_dict``; load with
                      ``torch.load(..., weights_only=True)``: plain tensors, no pickled code
 ``network.json``     the :class:`~sanitizer.networks.NetworkSpec` to rebuild the network
 ``config.json``      the :class:`~sanitizer.heal_and_select.HealSelectConfig` used

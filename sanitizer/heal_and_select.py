@@ -182,9 +182,19 @@ The loop, every knob in :class:`HealSelectConfig`:
       ``backed`` are left out too: the core-healed judge knows the common classes from few
       records and rejects some of their clean members, and unlearning those cost SMS 10-15
       points of accuracy.
-   e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``) --
-      except with few trusted images (``few_trusted``): 30 steps of batches of 12 over 50
-      images memorise them, and the network forgets what the accepted records taught it (clean
+   e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``; 30 steps
+      by default) -- except on images (``UNHEALED_MODALITIES``, :func:`later_heal_steps`).
+      The HaS-Nets paper heals every round, to wash out what a few leaked poisoned records
+      taught; here the unlearned rejections (2d) do that, and on images the heal mostly undid
+      what thousands of accepted records had taught: 30 steps of batches of 12 over 200 trusted
+      images (2% of Fashion-MNIST) fit the network to them. Without it every attacked row at 2%
+      gained 0.3-1.4 points of accuracy over seeds 0 and 1 (blended: 85.9% -> 86.7%, oracle
+      87.1%), ASR stayed at 0.0-1.5%, flag precision rose (blended 0.93 -> 0.96, clean-label 0.78
+      -> 0.85) and clean data went from 85.3% to 86.3% (``benchmarks/RESULTS.md``, session 25).
+      Text needs the heal (SMS, low-confidence trigger word: ASR 8.7% without it 44.7%); spoken
+      digits were a wash. With few trusted images (``few_trusted``) no heal follows anyway, also
+      with ``heal_steps`` set: 30 steps of batches of 12 over 50 images memorise them, and the
+      network forgets what the accepted records taught it (clean
       Fashion-MNIST, seeds 1 and 2: 79.1% and 75.0% healed, 82.0% and 78.9% not). Together
       with the held-back suspects staying out, all-to-all BadNets at 0.5% went from 4.5% /
       5.7% ASR (82.8% / 80.6% accurate) to 1.1% / 2.4% (84.5% / 81.5%), seeds 1 / 2, and
@@ -193,10 +203,10 @@ The loop, every knob in :class:`HealSelectConfig`:
       (81.4% / 78.1%).
 
 3. **Scores.** The last suspicion scores, read with the predictions of the network that made
-   the rounds (the last healed one), are the report's; every iteration's scores and selections
+   the rounds (its state after the last round), are the report's; every iteration's scores and selections
    are kept as the record's trajectory. A record the provenance test set apart scores at least
    its *set-apart floor* (:func:`set_apart_floor`): ``(1 - support) ** shifted_power`` (4),
-   the last healed network's support for its label -- that network never trained on the
+   the rounds' last network's support for its label -- that network never trained on the
    record, so a label it gives little is no trigger's lesson -- times ``min(1, trusted spreads
    the record lies beyond the set-apart cut / shifted_ramp)`` (2; records set apart with their
    class or a planted word count fully). An all-to-all poisoned record lies far out and its
@@ -235,7 +245,7 @@ The loop, every knob in :class:`HealSelectConfig`:
    trained on and how each record scores; the retrained network only serves. (The lift compares
    the probes with the network they were fine-tuned from; read against the retrained network it
    measured the two networks' differences too, and the clean-label tone in spoken digits fell
-   from AUROC 0.995 to 0.979.) With ``retrain`` off the served model is the last healed network.
+   from AUROC 0.995 to 0.979.) With ``retrain`` off the served model is the rounds' last network.
    Measured against that network from the same runs (session 19), the retrained one only paid
    on text: on CIFAR-10 the rounds' network was 0.2-2.6 points more accurate on all eight rows
    (BadNets 58.7% -> 61.3%) with ASR equal or lower on six of seven, on Fashion-MNIST equal or
@@ -282,6 +292,14 @@ FOLDED_MODALITIES = ("image",)
 # +0.2 to +2.6 points, Fashion-MNIST equal or better; session 19) and on spoken digits it is a wash
 # within 1-2 of 300 clips either way (clean-label tone ASR at seed 1: 10.4% retrained, 4.4% not)
 RETRAINED_MODALITIES = ("text",)
+# where no heal follows a round's training by default (``heal_steps`` None): images, where 30 steps
+# on the trusted set undid what thousands of accepted records had taught (Fashion-MNIST, 2% trusted,
+# seeds 0 and 1: 0.3-1.4 points of accuracy on every attacked row, precision down to 0.93 on the
+# blended rows; RESULTS.md, session 25); text needs it (SMS, low-confidence word: 8.7% -> 44.7% ASR
+# without, complaint texts -1.8 points on clean data), and on spoken digits it was a wash (clean
+# +1.0 point, clean-label tone -1.7, noise burst's ASR 0.0% -> 1.9%)
+UNHEALED_MODALITIES = ("image",)
+DEFAULT_HEAL_STEPS = 30
 
 
 @dataclass
@@ -293,7 +311,8 @@ class HealSelectConfig:
     lr: float = 1e-2
     weight_decay: float = 5e-4
     seed_steps: int = 400         # steps of the first heal (from scratch, trusted set only)
-    heal_steps: int = 30          # steps of each later heal
+    heal_steps: int | None = None  # steps of each later heal; None: 30, none on images
+                                  # (UNHEALED_MODALITIES)
     heal_lr: float = 5e-4
     train_epochs: float = 4.0     # passes over the collected records per iteration
     suspect_threshold: float = 0.5  # disagreement from which a record is put to the backdoor test
@@ -337,7 +356,7 @@ class HealSelectConfig:
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
-                                  # (1 - the last healed network's support for its label) ** this ...
+                                  # (1 - the rounds' last network's support for its label) ** this ...
     shifted_ramp: float = 2.0     # ... x min(1, trusted std beyond the set-apart cut / this); records
                                   # set apart whole (their class, a planted word) count fully
     retrain: bool | None = None   # serve a network trained afresh on the last round's training set
@@ -388,7 +407,7 @@ class HealSelectResult:
     score_history: np.ndarray          # (iterations + 1, n_collected) suspicion at each scoring
     selected_history: np.ndarray       # (iterations, n_collected) accepted in each iteration
     unlearned_history: np.ndarray      # (iterations, n_collected) rejected and unlearned in each
-    probs: np.ndarray                  # (n_collected, K) last healed network's probabilities (scores read them)
+    probs: np.ndarray                  # (n_collected, K) the rounds' last network's probabilities (scores read them)
     served_probs: np.ndarray           # (n_collected, K) the served model's (= probs without retrain)
     heldout_agreement: np.ndarray     # last backdoor test's probe agreement with each label
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
@@ -447,7 +466,7 @@ def superimpose(a: torch.Tensor, b: torch.Tensor, modality: str) -> torch.Tensor
 def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torch.Tensor,
                     power: float, ramp: float) -> torch.Tensor:
     """The least suspicion of a record the provenance test set apart (step 3):
-    ``(1 - support) ** power x min(1, beyond_cut / ramp)``. ``support`` is the last healed
+    ``(1 - support) ** power x min(1, beyond_cut / ramp)``. ``support`` is the rounds' last
     network's for the record's label (:func:`sanitizer.scoring.support`); that network never
     trained on the record, so a label it gives little cannot be a trigger's lesson.
     ``beyond_cut`` is how many trusted standard deviations the record lies beyond the set-apart
@@ -456,6 +475,14 @@ def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torc
     planted word they carry -- count fully."""
     weight = torch.where(whole, 1.0, (beyond_cut / ramp).clamp(0.0, 1.0)) if ramp > 0 else 1.0
     return (1.0 - support).clamp(0.0, 1.0) ** power * weight
+
+
+def later_heal_steps(config: HealSelectConfig, modality: str) -> int:
+    """Steps of the heal after each round's training (step 2e): ``config.heal_steps`` when set,
+    else none on images (``UNHEALED_MODALITIES``) and ``DEFAULT_HEAL_STEPS`` elsewhere."""
+    if config.heal_steps is not None:
+        return config.heal_steps
+    return 0 if modality in UNHEALED_MODALITIES else DEFAULT_HEAL_STEPS
 
 
 def first_pass_folds(records: Records, config: HealSelectConfig) -> int:
@@ -734,7 +761,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     # a few trusted images (a 0.5% set: 50): the heals memorise them, and the later rounds' judges,
     # having learned from a leaked trigger, would accept what the first round's gate held back
     few = records.modality in GATED_MODALITIES and len(t_idx) < config.few_trusted
-    heal_steps = 0 if few else config.heal_steps
+    heal_steps = 0 if few else later_heal_steps(config, records.modality)
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = judged(predict(model, c_idx))
@@ -777,7 +804,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         if heal_steps:
             run("heal", model, trusted_set, heal_steps, config.heal_lr, small_bs)
 
-    # 3. final scores: the last healed network's disagreement, times the last backdoor test
+    # 3. final scores: the rounds' last network's disagreement, times the last backdoor test
     probs = predict(model, c_idx)
     if held is None:  # no iteration ran: nothing was tested, disagreement is all there is
         held = torch.ones_like(probs) / num_classes

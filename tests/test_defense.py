@@ -18,14 +18,14 @@ from connectors.table_records import read_records
 from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
 from sanitizer.heal_and_select import (HealSelectConfig, balanced_core, can_superimpose,
-                                       heal_and_select, superimpose)
+                                       heal_and_select, later_heal_steps, superimpose)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
 from sanitizer.training import predict_proba, resident
 
 N, N_TEST, TRUSTED = 3000, 1000, 0.1
-FAST = HealSelectConfig(widths=(8, 16, 32), seed_steps=150, heal_steps=30, train_epochs=2,
+FAST = HealSelectConfig(widths=(8, 16, 32), seed_steps=150, train_epochs=2,
                         iterations=1, probe_steps=60, retrain=False, device="cpu")
 # retrain=False (also the default for these records, not text): two passes would not train a
 # served network afresh, and the engine keeps the retrain to the rounds' passes on purpose (longer
@@ -54,9 +54,10 @@ def served(model, x_test, y_test, result) -> tuple[float, float]:
 
 
 # Thresholds per attack: (min AUROC, min top-k recall, max ASR). Measured with this config on
-# this machine: BadNets AUROC 0.997, top-k 0.96, ASR 0.120 (no defense 0.957; 0.999 / 0.98 / 0.083
-# before the prior correction); low-confidence BadNets AUROC 0.998, top-k 0.99, ASR 0.087 (no
-# defense 0.376). benchmarks/RESULTS.md has the full figures.
+# this machine (the engine's defaults for images: no heal after the round, session 25): BadNets
+# AUROC 0.998, top-k 0.96, ASR 0.075, accuracy 0.718 (no defense 0.957; with the heal 0.997 /
+# 0.96 / 0.120); low-confidence BadNets AUROC 0.997, top-k 0.96, ASR 0.075, accuracy 0.682 (no
+# defense 0.376; with the heal 0.998 / 0.99 / 0.087). benchmarks/RESULTS.md has the full figures.
 @pytest.mark.parametrize("attack,limits", [
     (dict(kind="badnets"), (0.97, 0.90, 0.20)),
     (dict(kind="badnets", low_confidence=0.64), (0.97, 0.90, 0.20)),
@@ -121,6 +122,16 @@ def test_collected_priors_are_used_only_for_a_trusted_set_not_drawn_at_random():
     # prior_gap = 1 turns it off whatever the mix
     never = HealSelectConfig(**{**tiny.to_dict(), "prior_gap": 1.0})
     assert metrics(balanced, never)["collected_priors"] is False
+
+
+def test_images_skip_the_later_heals_unless_asked_for():
+    # images: no heal after a round's training by default (it undid what the accepted records
+    # taught: RESULTS.md, session 25); audio, text and tabular records heal; a set count wins
+    default = HealSelectConfig()
+    assert later_heal_steps(default, "image") == 0
+    assert [later_heal_steps(default, m) for m in ("audio", "text", "tabular")] == [30, 30, 30]
+    assert later_heal_steps(HealSelectConfig(heal_steps=12), "image") == 12
+    assert later_heal_steps(HealSelectConfig(heal_steps=0), "text") == 0
 
 
 def test_balanced_core_caps_each_class_at_the_rarest_or_the_floor():
