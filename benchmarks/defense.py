@@ -304,10 +304,11 @@ def engine_value(knob: str, text: str):
         if text.lower() not in ("0", "1", "false", "true"):
             raise SystemExit(f"engine switch {knob} expects 0/1 or false/true, got {text!r}")
         return text.lower() in ("1", "true")
-    if base not in ("int", "float", "str"):
+    parse = {"int": int, "float": float, "str": str}.get(base)
+    if parse is None:
         raise SystemExit(f"engine knob {knob} ({declared}) cannot be set with --engine")
     try:
-        return {"int": int, "float": float, "str": str}[base](text)
+        return parse(text)
     except ValueError:
         raise SystemExit(f"engine knob {knob} expects {base}, got {text!r}") from None
 

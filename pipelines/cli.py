@@ -25,7 +25,7 @@ from rich.markup import escape
 
 from pipelines.console import StageProgress, err, quiet_libraries, say, warn
 from sanitizer import __version__
-from sanitizer.heal_and_select import HealSelectConfig
+from sanitizer.heal_and_select import DEFAULT_HEAL_STEPS, HealSelectConfig
 from sanitizer.scoring import FlagRule
 
 _DEFAULT = HealSelectConfig()
@@ -112,7 +112,7 @@ def ingest_command(collected, output, label, trusted_source, trusted_column, id_
 @click.option("--iterations", type=int, default=_DEFAULT.iterations, show_default=True, help="Heal-select-train rounds.")
 @click.option("--train-epochs", type=float, default=_DEFAULT.train_epochs, show_default=True, help="Passes over the collected records per round.")
 @click.option("--seed-steps", type=int, default=_DEFAULT.seed_steps, show_default=True, help="Steps of the first heal (trusted set only).")
-@click.option("--heal-steps", type=int, default=None, show_default="30, none on images", help="Steps of the heal on the trusted set after each round's training. Images skip it by default: it undid what the accepted records had taught (0.3-1.4 points of accuracy on Fashion-MNIST; benchmarks/RESULTS.md, session 25).")
+@click.option("--heal-steps", type=int, default=None, show_default=f"{DEFAULT_HEAL_STEPS}, none on images", help="Steps of the heal on the trusted set after each round's training. Images skip it by default: it undid what the accepted records had taught (0.3-1.4 points of accuracy on Fashion-MNIST; benchmarks/RESULTS.md, session 25).")
 @click.option("--suspect-threshold", type=float, default=_DEFAULT.suspect_threshold, show_default=True, help="Disagreement from which a record is put to the backdoor test.")
 @click.option("--probe-steps", type=int, default=_DEFAULT.probe_steps, show_default=True, help="Fine-tuning steps of each half of the backdoor test.")
 @click.option("--threshold", type=float, default=_DEFAULT.threshold, show_default=True, help="Accept records whose suspicion is below this.")
