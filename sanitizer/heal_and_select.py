@@ -710,6 +710,11 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     beyond_cut = torch.zeros(n_c, device=device)       # trusted std beyond the set-apart cut
     whole = torch.zeros(n_c, dtype=torch.bool, device=device)  # set apart with a class or word
     shifted_class_names: list[str] = []
+    # a few trusted images (a 0.5% set: 50): the first round's judge doubts many clean records and
+    # the probes cannot tell them from poison, so far-out suspects are held back (the gate); the
+    # heals memorise the trusted images, and the later rounds' judges, having learned from a
+    # leaked trigger, would accept what the gate held back, so it stays out in every round
+    few = records.modality in GATED_MODALITIES and len(t_idx) < config.few_trusted
     if config.provenance_z > 0 and n_c >= 2 and len(all_trusted) >= 2:
         sync()
         t0 = time.perf_counter()
@@ -733,7 +738,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         whole = torch.from_numpy(group[labelled]).to(device)
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
-        if config.suspect_z > 0 and refine and records.modality in GATED_MODALITIES:
+        if config.suspect_z > 0 and refine and few:
             far = torch.from_numpy(spread > config.suspect_z).to(device)
         timings["provenance"] = time.perf_counter() - t0
     # 1d. text: the provenance test one token at a time (a trigger word the trusted texts lack)
@@ -758,9 +763,6 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     repeat[t_idx.cpu()] = config.trusted_weight
     held, probes, spared, demoted, alike, far_suspects = None, [], 0, 0, 0, 0
     gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the first round's gate held back
-    # a few trusted images (a 0.5% set: 50): the heals memorise them, and the later rounds' judges,
-    # having learned from a leaked trigger, would accept what the first round's gate held back
-    few = records.modality in GATED_MODALITIES and len(t_idx) < config.few_trusted
     heal_steps = 0 if few else later_heal_steps(config, records.modality)
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
@@ -772,8 +774,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         if not selected_hist:  # the first round's judge has learned from the trusted set alone
             gated = suspects & far & ~shifted  # (set-apart records are out anyway)
             far_suspects = int((accepted & gated).sum())  # what the gate takes out
-        if not selected_hist or few:
-            accepted &= ~gated
+        accepted &= ~gated  # (only few trusted images have a gate: it holds in every round)
         selected_hist.append(accepted)
         s, demoted = dominance_scaled(s, probes, probs)
         score_hist.append(s)
