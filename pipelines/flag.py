@@ -6,9 +6,8 @@ One row per collected record, most suspect first: ``rank``, ``id``, ``contributo
 iterations; unlearned: rejected and trained away from its label), ``provenance`` /
 ``provenance_spreads`` / ``shifted`` (the provenance test's score, how many trusted standard
 deviations above the trusted records' it lies, and whether it set the record apart),
-``held_back`` (kept out of training by the first round's gate: a label the first judge doubted
-on a record the provenance test puts far out; on images with few trusted records, in every
-round), for text
+``held_back`` (kept out of training by the gate of images with few trusted records: a label
+the first judge doubted on a record the provenance test puts far out), for text
 ``planted_word`` (a word far more collected texts carry than the trusted sample explains, which
 this record carries; empty otherwise), ``flagged`` and a short ``reason``. A second table
 summarises contributors (records, flagged rate, z and p-value against the overall rate). Optionally the collected records are split into a clean and

@@ -115,30 +115,30 @@ The loop, every knob in :class:`HealSelectConfig`:
       has seen other poisoned records (the backdoor transfers), so its lift is near 1 -- also
       for a soft "low-confidence" label, which the relative scale lifts to the same height; a
       hard clean record's label does not transfer, and an easy one was agreed with already.
-      Records below ``threshold`` are accepted -- except, **in the first round**, a suspect
-      that the provenance test (step 1) puts more than ``suspect_z`` (1) trusted spreads above
-      the trusted records' mean: inside the set-apart cut, but farther out than about five in
-      six trusted records (images: ``GATED_MODALITIES``). Neither signal alone is
-      reason to refuse a record; together they are, while the judge has learned from the
-      trusted set alone. When that set is tiny its suspects are mostly clean records it finds
-      hard, whose labels transfer in the probes as readily as a trigger's: with 50 trusted
-      images (0.5% of Fashion-MNIST, all-to-all BadNets) it doubted 2,231 clean records and 880
-      of the 1,000 poisoned ones, the lift ranked poisoned suspects no higher than clean ones
-      (AUROC 0.46 among the suspects), and the round accepted 479 poisoned records -- enough for
-      the network to learn the trigger and agree with 212 more in the next round (ASR 14.9%).
-      The gate held back 339 of them and 348 clean records: ASR 2.5%, clean-label 5.4% ->
-      4.6% (seed 1: 18.6% -> 12.0% and 9.7% -> 7.3%, better but still over 5%), every 0.5%
-      row within 0 to 1.6 points of its accuracy before (``benchmarks/RESULTS.md``, session
-      21). Later rounds' judges have learned from thousands
-      of records and the lift alone decides; applied in every round the gate cost the 2% rows
-      0.4-0.5 points of accuracy for no ASR gained; first round only, the 2% rows moved by
-      -0.4 to +0.5 points, within one seed's noise. Spoken digits (5% trusted) paid 3 of 300
-      test clips on four rows and clean-label recall (0.80 -> 0.59) for no ASR gained, so audio
-      goes without it. With **few trusted images** (a core of fewer than ``few_trusted``, 100:
-      a 0.5% set of 50) what the gate held back stays out in every round (``held_back``): the
-      second round's judge has trained on the first round's accepted records, a few dozen
-      poisoned ones among them, and accepted 60 and 116 of the all-to-all poisoned records the
-      gate had held back (seeds 1 and 2; 100 and 154 accepted in all, ASR 4.5% and 5.7%).
+      Records below ``threshold`` are accepted -- except, with **few trusted images** (a core
+      of fewer than ``few_trusted``, 100: a 0.5% set of 50), a suspect that the provenance test
+      (step 1) puts more than ``suspect_z`` (1) trusted spreads above the trusted records' mean
+      in the first round: inside the set-apart cut, but farther out than about five in six
+      trusted records (the gate). Neither signal alone is reason to refuse a record; together
+      they are, while the judge has learned from a tiny trusted set alone: its suspects are
+      then mostly clean records it finds hard, whose labels transfer in the probes as readily
+      as a trigger's. With 50 trusted images (0.5% of Fashion-MNIST, all-to-all BadNets) it
+      doubted 2,231 clean records and 880 of the 1,000 poisoned ones, the lift ranked poisoned
+      suspects no higher than clean ones (AUROC 0.46 among the suspects), and the round
+      accepted 479 poisoned records -- enough for the network to learn the trigger and agree
+      with 212 more in the next round (ASR 14.9%). The gate held back 339 of them and 348
+      clean records: ASR 2.5%, clean-label 5.4% -> 4.6% (seed 1: 18.6% -> 12.0% and 9.7% ->
+      7.3%), every 0.5% row within 0 to 1.6 points of its accuracy before
+      (``benchmarks/RESULTS.md``, session 21). What the gate held back stays out in every
+      round (``held_back``): the second round's judge has trained on the first round's
+      accepted records, a few dozen poisoned ones among them, and accepted 60 and 116 of the
+      all-to-all poisoned records the gate had held back (seeds 1 and 2; 100 and 154 accepted
+      in all, ASR 4.5% and 5.7%). A larger trusted set (2%: 200 images) judges well enough for
+      the lift alone, and there the gate cost: CIFAR-10's invisible-noise row went from 62.0%
+      accuracy and 2.3% ASR without it to 59.5% and 4.4% with it (seed 1: 60.6% / 3.1% ->
+      60.1% / 5.6%; oracle 60.7% / 2.2% and 59.3% / 3.6%; ``benchmarks/RESULTS.md``, session
+      26). Spoken digits (5% trusted) paid 3 of 300 test clips on four rows and clean-label
+      recall (0.80 -> 0.59) for no ASR gained, so audio never has it (``GATED_MODALITIES``).
       The rejected ones then face a **dominance
       test**: each is superimposed (:func:`superimpose`, STRIP's overlay) on ``partners`` trusted
       records of the class the healed network believes it to be, and the probes that did not
@@ -278,8 +278,8 @@ from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_
 # the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
 # pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
 REFINED_MODALITIES = ("image", "audio")
-# where the first round holds back suspects the provenance test puts far out (``suspect_z``; the
-# measurements in step 2c above): images; spoken digits paid accuracy for no ASR gained
+# where few trusted records (``few_trusted``) hold back the suspects the provenance test puts far out
+# (``suspect_z``; the measurements in step 2c above): images; spoken digits paid accuracy for no ASR gained
 GATED_MODALITIES = ("image",)
 # where the provenance test's first pass takes as many folds as the trusted set's size asks for
 # (``provenance_folds`` 0; sanitizer.provenance.fold_count), elsewhere two: images. Spoken digits
@@ -347,12 +347,12 @@ class HealSelectConfig:
     refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
                                   # outliers (beyond provenance_z) against its inliers, and sets apart
                                   # records this many trusted std beyond; 0 = the first pass sets apart
-    suspect_z: float = 1.0        # > 0: images (GATED_MODALITIES), first round: a suspect (2a) that the provenance
-                                  # test puts this many trusted std above the trusted mean is not
-                                  # accepted either (two weak signals together; 0 = off)
+    suspect_z: float = 1.0        # > 0: few trusted images (few_trusted), first round: a suspect (2a) that
+                                  # the provenance test puts this many trusted std above the trusted
+                                  # mean is held back (two weak signals together; 0 = off)
     few_trusted: int = 100        # images (GATED_MODALITIES) whose trusted core has fewer records than
-                                  # this: no heal after the first (it memorises them), and what the
-                                  # first round's gate held back stays out in every round (0 = off)
+                                  # this: no heal after the first (it memorises them), and the gate
+                                  # (suspect_z) holds back far suspects in every round (0 = never)
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
     shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
@@ -413,7 +413,7 @@ class HealSelectResult:
     provenance: np.ndarray             # provenance test's P(collected) per record (NaN: test off)
     provenance_spreads: np.ndarray     # ... its log-odds above the trusted records', in their std (NaN: off)
     shifted: np.ndarray                # set apart by the provenance test: never accepted
-    held_back: np.ndarray              # held back by the first round's gate (far suspects not set apart, 2c)
+    held_back: np.ndarray              # held back by the gate of few trusted images (far suspects not set apart, 2c)
     planted_token: np.ndarray          # text: the over-represented token a record carries (0: none)
     timings: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
@@ -762,7 +762,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     repeat = torch.ones(len(trusted), dtype=torch.long)  # the core repeats in training
     repeat[t_idx.cpu()] = config.trusted_weight
     held, probes, spared, demoted, alike, far_suspects = None, [], 0, 0, 0, 0
-    gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the first round's gate held back
+    gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the gate held back (few trusted images)
     heal_steps = 0 if few else later_heal_steps(config, records.modality)
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection

@@ -269,7 +269,7 @@ def reasons(flags: np.ndarray, given: np.ndarray, predicted: np.ndarray, pred_co
     backdoor test's agreement of a probe trained on other suspects with the record's label;
     ``shifted`` marks records the provenance test set apart (:mod:`sanitizer.provenance`);
     ``planted`` names, for text, the over-represented word a record carries (``""``: none);
-    ``held_back`` marks records the first round's gate kept out (a doubted label, far out)."""
+    ``held_back`` marks records the gate of few trusted images kept out (a doubted label, far out)."""
     out = []
     shifted = np.zeros(len(flags), dtype=bool) if shifted is None else shifted
     held_back = np.zeros(len(flags), dtype=bool) if held_back is None else held_back

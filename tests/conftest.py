@@ -60,7 +60,7 @@ def reuse_provenance(monkeypatch):
     """Compute the engine's provenance test (both passes) once per records and knobs.
 
     For tests that run ``heal_and_select`` twice on the same records with a switch that acts
-    after the provenance test (the look-alike test, the dominance test, the first round's gate):
+    after the provenance test (the look-alike test, the dominance test, the gate of few trusted images):
     the provenance classifiers are deterministic on the CPU and most of such a run's time, so
     the second run reuses the first one's scores instead of training them again. Keyed by the
     content of every argument, so different records or knobs are computed afresh."""

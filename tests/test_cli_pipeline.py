@@ -318,7 +318,7 @@ def check_report(report: pl.DataFrame, data) -> np.ndarray:
     assert (np.diff(s) <= 0).all(), "report not ordered by score"
     assert report["reason"].str.len_chars().min() > 0
     assert report["shifted"].dtype == pl.Boolean
-    held = report.filter(pl.col("held_back"))  # kept out by the first round's gate: never flagged for it
+    held = report.filter(pl.col("held_back"))  # kept out by the gate of few trusted images: never flagged for it
     assert report["held_back"].dtype == pl.Boolean and not (held["shifted"]).any()
     assert held.filter(~pl.col("flagged"))["reason"].str.contains("kept out of training").all()
     p = report["provenance"].to_numpy()  # the provenance test's P(collected), NaN where it is off
