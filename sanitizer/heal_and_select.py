@@ -278,8 +278,9 @@ from sanitizer.training import (TrainSet, embed, optimise, pick_device, predict_
 # the first pass memorises the few dozen vetted texts, so its outliers are noise that a second
 # pass learns (complaint texts, clean: 73 -> 187 records flagged; benchmarks/RESULTS.md, session 16)
 REFINED_MODALITIES = ("image", "audio")
-# where few trusted records (``few_trusted``) hold back the suspects the provenance test puts far out
-# (``suspect_z``; the measurements in step 2c above): images; spoken digits paid accuracy for no ASR gained
+# where a few trusted records (``few_trusted``) bring the gate: the first round's suspects that the
+# provenance test puts far out (``suspect_z``) are held back (step 2c above): images; spoken digits
+# paid accuracy for no ASR gained
 GATED_MODALITIES = ("image",)
 # where the provenance test's first pass takes as many folds as the trusted set's size asks for
 # (``provenance_folds`` 0; sanitizer.provenance.fold_count), elsewhere two: images. Spoken digits
@@ -347,9 +348,9 @@ class HealSelectConfig:
     refine_z: float = 2.5         # > 0: images and audio: a second provenance pass learns the first's
                                   # outliers (beyond provenance_z) against its inliers, and sets apart
                                   # records this many trusted std beyond; 0 = the first pass sets apart
-    suspect_z: float = 1.0        # > 0: few trusted images (few_trusted), first round: a suspect (2a) that
+    suspect_z: float = 1.0        # > 0: few trusted images (few_trusted): a first-round suspect (2a) that
                                   # the provenance test puts this many trusted std above the trusted
-                                  # mean is held back (two weak signals together; 0 = off)
+                                  # mean is held back in every round (two weak signals; 0 = off)
     few_trusted: int = 100        # images (GATED_MODALITIES) whose trusted core has fewer records than
                                   # this: no heal after the first (it memorises them), and the gate
                                   # (suspect_z) holds back far suspects in every round (0 = never)
