@@ -181,7 +181,18 @@ The loop, every knob in :class:`HealSelectConfig`:
       records whose label the every-trusted-record network backs with support of at least
       ``backed`` are left out too: the core-healed judge knows the common classes from few
       records and rejects some of their clean members, and unlearning those cost SMS 10-15
-      points of accuracy.
+      points of accuracy. On audio (``unlearn_set_apart``, ``SET_APART_UNLEARNED_MODALITIES``)
+      only the sure rejections the provenance test (step 1) set apart are unlearned, the rest
+      left out: with 14 vetted clips per class the probes lift hard clean clips too (a speaker's
+      way of saying a digit transfers from one half of the suspects to the other as a trigger
+      does), and unlearning them cost clean spoken digits 2-4 points (97.7% / 95.3% / 95.7% at
+      seeds 0 / 1 / 2 against plain training's 99.3-99.7%). Unlearning only the set-apart ones:
+      100% / 98.7% / 99.7%, every attacked row at 98.0-100% with ASR 0.0-0.4% but all-to-all
+      at seed 2 (4.3%, oracle 1.0%); leaving every rejection out (``rejected="drop"``) was as
+      accurate but lost the clean-label tone, whose clips are found by being unlearned (AUROC
+      0.99 -> 0.94; ``benchmarks/RESULTS.md``, session 27). Images keep unlearning every sure
+      rejection (measured there with ``drop``: blended ASR 0.2% -> 36%; the set-apart-only
+      rule is not yet measured on images).
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``; 30 steps
       by default) -- except on images (``UNHEALED_MODALITIES``, :func:`later_heal_steps`).
       The HaS-Nets paper heals every round, to wash out what a few leaked poisoned records

@@ -18,7 +18,8 @@ from connectors.table_records import read_records
 from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
 from sanitizer.heal_and_select import (HealSelectConfig, balanced_core, can_superimpose,
-                                       heal_and_select, later_heal_steps, superimpose)
+                                       heal_and_select, later_heal_steps, superimpose,
+                                       unlearns_set_apart_only)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -305,3 +306,20 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
     # measured: 0.694 with the test, 0.596 without (60 provenance steps, session 24; with the
     # default 200: 0.664 and 0.649; 0.687 when the lift alone decided)
     assert acc >= 0.655 and acc > off_acc, (acc, off_acc)
+    # set-apart only (the audio default, forced here on the same texts): of the same sure
+    # rejections only those the provenance test set apart are unlearned, the rest left out
+    only = heal_and_select(encoded, HealSelectConfig(**{**config.to_dict(), "look_alikes": 0,
+                                                        "unlearn_set_apart": True}))
+    assert (~only.selected_history[-1] & (only.score_history[-2] >= config.unlearn_from) == sure).all()
+    assert (only.unlearned_history[-1] == (sure & only.shifted)).all()
+    assert only.metrics["left_out_not_set_apart"] == (sure & ~only.shifted).sum() > 0
+
+
+def test_only_audio_unlearns_set_apart_rejections_alone_unless_asked():
+    # audio: the probes lift hard clean clips too, and unlearning them cost clean spoken digits
+    # 2-4 points (RESULTS.md, session 27); elsewhere every sure rejection is unlearned
+    default = HealSelectConfig()
+    assert unlearns_set_apart_only(default, "audio")
+    assert not any(unlearns_set_apart_only(default, m) for m in ("image", "text", "tabular"))
+    assert unlearns_set_apart_only(HealSelectConfig(unlearn_set_apart=True), "image")
+    assert not unlearns_set_apart_only(HealSelectConfig(unlearn_set_apart=False), "audio")
