@@ -194,8 +194,8 @@ The loop, every knob in :class:`HealSelectConfig`:
       two; leaving every rejection out (``rejected="drop"``) was as
       accurate but lost the clean-label tone, whose clips are found by being unlearned (AUROC
       0.99 -> 0.94; ``benchmarks/RESULTS.md``, session 27). Images keep unlearning every sure
-      rejection (measured there with ``drop``: blended ASR 0.2% -> 36%; the set-apart-only
-      rule is not yet measured on images).
+      rejection (with ``drop`` blended ASR rose from 0.2% to 36%; set-apart-only was a wash on
+      Fashion-MNIST but for 2.9 points lost on clean-label BadNets; session 27).
    e. **Heal** on the trusted set at a small learning rate (``heal_steps``, ``heal_lr``; 30 steps
       by default) -- except on images (``UNHEALED_MODALITIES``, :func:`later_heal_steps`).
       The HaS-Nets paper heals every round, to wash out what a few leaked poisoned records
