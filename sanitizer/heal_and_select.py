@@ -343,7 +343,7 @@ class HealSelectConfig:
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
     unlearn_set_apart: bool | None = None  # unlearn only the sure rejections the provenance test set
                                   # apart, leave the others out; None: on audio only
-                                  # (SET_APART_UNLEARNED_MODALITIES)
+                                  # (SET_APART_UNLEARNED_MODALITIES); never with provenance_z 0
     core_skew: float = TRUSTED_SKEW  # heal the judging network on a class-balanced core of the
                                   # trusted set when its commonest class has > this x the rarest's
     core_floor: int = 30          # ... in which each class keeps max(rarest class's count, this)
@@ -510,7 +510,10 @@ def later_heal_steps(config: HealSelectConfig, modality: str) -> int:
 
 def unlearns_set_apart_only(config: HealSelectConfig, modality: str) -> bool:
     """Whether only the sure rejections the provenance test set apart are unlearned (step 2d):
-    ``config.unlearn_set_apart`` when set, else on audio (``SET_APART_UNLEARNED_MODALITIES``)."""
+    ``config.unlearn_set_apart`` when set, else on audio (``SET_APART_UNLEARNED_MODALITIES``);
+    never with the provenance test off (``provenance_z`` 0), which sets nothing apart."""
+    if config.provenance_z <= 0:
+        return False
     if config.unlearn_set_apart is not None:
         return config.unlearn_set_apart
     return modality in SET_APART_UNLEARNED_MODALITIES
@@ -795,7 +798,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     held, probes, spared, demoted, alike, far_suspects = None, [], 0, 0, 0, 0
     gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the gate held back (few trusted images)
     heal_steps = 0 if few else later_heal_steps(config, records.modality)
-    set_apart_only = unlearns_set_apart_only(config, records.modality) and config.provenance_z > 0
+    set_apart_only = unlearns_set_apart_only(config, records.modality)
     not_set_apart = 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
