@@ -223,7 +223,12 @@ The loop, every knob in :class:`HealSelectConfig`:
    the rounds' last network's support for its label -- that network never trained on the
    record, so a label it gives little is no trigger's lesson -- times ``min(1, trusted spreads
    the record lies beyond the set-apart cut / shifted_ramp)`` (2; records set apart with their
-   class or a planted word count fully). An all-to-all poisoned record lies far out and its
+   class or a planted word count fully). A record of a class set apart whole also scores at
+   least that distance term alone, whatever its support: a clean-label trigger's records carry
+   their true label, the network backs it, and support had left most of them unflagged
+   (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967 / 0.994 -> 0.9999 / 0.998
+   / 0.997, recall 0.70 / 0.50 -> 0.99 / 0.97 at seeds 0 / 1; scores only, the rounds and the
+   served network are unchanged; ``benchmarks/RESULTS.md``, session 28). An all-to-all poisoned record lies far out and its
    label gets little support, but the network is often unsure what the record is instead
    (Fashion-MNIST: top probability under 0.55 for one in ten; CIFAR-10 under 0.45 for a quarter);
    the clean oddities set apart with the poison lie near the cut (CIFAR-10: 327 of 401 within
@@ -487,7 +492,7 @@ def superimpose(a: torch.Tensor, b: torch.Tensor, modality: str) -> torch.Tensor
 
 
 def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torch.Tensor,
-                    power: float, ramp: float) -> torch.Tensor:
+                    power: float, ramp: float, by_class: torch.Tensor | None = None) -> torch.Tensor:
     """The least suspicion of a record the provenance test set apart (step 3):
     ``(1 - support) ** power x min(1, beyond_cut / ramp)``. ``support`` is the rounds' last
     network's for the record's label (:func:`sanitizer.scoring.support`); that network never
@@ -495,9 +500,16 @@ def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torc
     ``beyond_cut`` is how many trusted standard deviations the record lies beyond the set-apart
     cut: a record just past it may be a clean oddity, one ``ramp`` spreads beyond counts fully
     (``ramp`` 0: every record counts fully). Records set apart ``whole`` -- their class, or a
-    planted word they carry -- count fully."""
-    weight = torch.where(whole, 1.0, (beyond_cut / ramp).clamp(0.0, 1.0)) if ramp > 0 else 1.0
-    return (1.0 - support).clamp(0.0, 1.0) ** power * weight
+    planted word they carry -- count fully. A record set apart ``by_class`` (its class was taken
+    over: a clean-label trigger on nearly every record) scores at least its distance,
+    ``min(1, beyond_cut / ramp)``, whatever its support: such records carry their true label,
+    so the network backs them and support says nothing."""
+    distance = ((beyond_cut / ramp).clamp(0.0, 1.0) if ramp > 0 else (beyond_cut > 0).float())
+    weight = torch.where(whole, 1.0, distance) if ramp > 0 else 1.0
+    floor = (1.0 - support).clamp(0.0, 1.0) ** power * weight
+    if by_class is not None:
+        floor = torch.where(by_class, torch.maximum(floor, distance), floor)
+    return floor
 
 
 def later_heal_steps(config: HealSelectConfig, modality: str) -> int:
@@ -743,6 +755,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     spreads = np.full(n_c, np.nan)
     beyond_cut = torch.zeros(n_c, device=device)       # trusted std beyond the set-apart cut
     whole = torch.zeros(n_c, dtype=torch.bool, device=device)  # set apart with a class or word
+    by_class = torch.zeros(n_c, dtype=torch.bool, device=device)  # ... with a class
     shifted_class_names: list[str] = []
     # a few trusted images (a 0.5% set: 50): the first round's judge doubts many clean records and
     # the probes cannot tell them from poison, so far-out suspects are held back (the gate); the
@@ -769,7 +782,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         spread = np.nan_to_num(spreads, nan=-np.inf)  # no trusted spread: never out
         beyond_cut = torch.from_numpy(spread - cut).float().to(device)
         shifted = beyond_cut > 0
-        whole = torch.from_numpy(group[labelled]).to(device)
+        by_class = torch.from_numpy(group[labelled]).to(device)
+        whole = by_class.clone()
         shifted |= whole
         shifted_class_names = [records.class_names[c] for c in np.flatnonzero(group)]
         if config.suspect_z > 0 and refine and few:
@@ -857,7 +871,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # have been too slow to lift (all-to-all labels), the more so the farther out it lies
         s = torch.where(shifted, torch.maximum(s, set_apart_floor(
             support(judged(probs), y_c), beyond_cut, whole, config.shifted_power,
-            config.shifted_ramp)), s)
+            config.shifted_ramp, by_class)), s)
     # ... and a text carrying a planted word scores at least the word's planted share
     s = torch.maximum(s, carried)
     score_hist.append(s)

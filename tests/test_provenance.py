@@ -235,6 +235,15 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-5).all()
     assert (res.scores[res.shifted] > floor[res.shifted] + 1e-5).any()
     assert (res.shifted == (whole | (res.provenance_spreads > config.refine_z))).all()
+    # ... and a record of the class set apart whole scores at least its own distance beyond the
+    # cut: the network backs its true label, so support alone would leave it unflagged
+    distance = np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1)
+    assert (res.scores[whole] >= distance[whole] - 1e-5).all()
+    print(f"patched records beyond the cut {(distance[whole & truth] > 0).mean():.3f}, "
+          f"a ramp beyond it {(distance[whole & truth] >= 1).mean():.3f}; "
+          f"detection AUROC {auroc(res.scores, truth):.4f}")
+    assert (distance[whole & truth] > 0).mean() >= 0.9  # measured: 0.995 (0.633 a ramp beyond)
+    assert auroc(res.scores, truth) >= 0.99             # measured: 0.9998
 
 
 def test_the_set_apart_floor_reads_support_and_the_distance_beyond_the_cut():
@@ -245,6 +254,14 @@ def test_the_set_apart_floor_reads_support_and_the_distance_beyond_the_cut():
     assert floor.tolist() == [1.0, 0.25, 0.5, 0.0, 1.0, 0.0]
     # ramp 0: every set-apart record counts fully
     assert set_apart_floor(sup, beyond, whole, power=2, ramp=0).tolist() == [1.0, 0.25, 1.0, 1.0, 1.0, 0.0]
+    # set apart with its class (a clean-label trigger took the class over): the network backs the
+    # true label, so a record's own distance counts too, whatever its support; only beyond the cut
+    by_class = torch.tensor([False, False, False, False, True, True])
+    floor = set_apart_floor(sup, beyond, whole | by_class, power=2, ramp=1.0, by_class=by_class)
+    assert floor.tolist() == [1.0, 0.25, 0.5, 0.0, 1.0, 1.0]
+    by_class = torch.tensor([False, True, True, True, False, False])
+    assert set_apart_floor(torch.ones(6), beyond, by_class, power=2, ramp=2.0,
+                           by_class=by_class).tolist() == [0.0, 1.0, 0.25, 0.0, 0.0, 0.0]
 
 
 def test_records_carry_each_whole_texts_token_set():
