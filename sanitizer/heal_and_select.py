@@ -223,7 +223,9 @@ The loop, every knob in :class:`HealSelectConfig`:
    the rounds' last network's support for its label -- that network never trained on the
    record, so a label it gives little is no trigger's lesson -- times ``min(1, trusted spreads
    the record lies beyond the set-apart cut / shifted_ramp)`` (2; records set apart with their
-   class or a planted word count fully). A record of a class set apart whole also scores at
+   class or a planted word count fully) or, when higher, ``1 - support / shifted_unsupported``
+   (0.05): a set-apart label the network all but rules out counts nearly fully however near the
+   cut (all-to-all poison just past it; measured below). A record of a class set apart whole also scores at
    least that distance term alone, whatever its support: a clean-label trigger's records carry
    their true label, the network backs it, and support had left most of them unflagged
    (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967 / 0.994 -> 0.9999 / 0.998
@@ -387,6 +389,8 @@ class HealSelectConfig:
                                   # (1 - the rounds' last network's support for its label) ** this ...
     shifted_ramp: float = 2.0     # ... x min(1, trusted std beyond the set-apart cut / this); records
                                   # set apart whole (their class, a planted word) count fully
+    shifted_unsupported: float = 0.05  # ... or x (1 - support / this) when higher: a label the network
+                                  # all but rules out counts nearly fully however near the cut (0 = off)
     retrain: bool | None = None   # serve a network trained afresh on the last round's training set
                                   # (iterations x train_epochs passes), then healed; None: on text
                                   # only (RETRAINED_MODALITIES), else the rounds' network serves
@@ -492,20 +496,26 @@ def superimpose(a: torch.Tensor, b: torch.Tensor, modality: str) -> torch.Tensor
 
 
 def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torch.Tensor,
-                    power: float, ramp: float, by_class: torch.Tensor | None = None) -> torch.Tensor:
+                    power: float, ramp: float, by_class: torch.Tensor | None = None,
+                    unsupported: float = 0.0) -> torch.Tensor:
     """The least suspicion of a record the provenance test set apart (step 3):
-    ``(1 - support) ** power x min(1, beyond_cut / ramp)``. ``support`` is the rounds' last
-    network's for the record's label (:func:`sanitizer.scoring.support`); that network never
-    trained on the record, so a label it gives little cannot be a trigger's lesson.
-    ``beyond_cut`` is how many trusted standard deviations the record lies beyond the set-apart
-    cut: a record just past it may be a clean oddity, one ``ramp`` spreads beyond counts fully
-    (``ramp`` 0: every record counts fully). Records set apart ``whole`` -- their class, or a
-    planted word they carry -- count fully. A record set apart ``by_class`` (its class was taken
-    over: a clean-label trigger on nearly every record) scores at least its distance,
-    ``min(1, beyond_cut / ramp)``, whatever its support: such records carry their true label,
-    so the network backs them and support says nothing."""
+    ``(1 - support) ** power x weight``. ``support`` is the rounds' last network's for the
+    record's label (:func:`sanitizer.scoring.support`); that network never trained on the
+    record, so a label it gives little cannot be a trigger's lesson. The weight is the record's
+    *distance*, ``min(1, beyond_cut / ramp)``: ``beyond_cut`` is how many trusted standard
+    deviations it lies beyond the set-apart cut, and a record just past it may be a clean oddity,
+    one ``ramp`` spreads beyond counts fully (``ramp`` 0: every record counts fully) -- or, when
+    higher, ``1 - support / unsupported``: a label the network all but rules out (support under
+    ``unsupported``) counts nearly fully however near the cut (0 = distance only). Records set
+    apart ``whole`` -- their class, or a planted word they carry -- count fully. A record set
+    apart ``by_class`` (its class was taken over: a clean-label trigger on nearly every record)
+    scores at least its distance, whatever its support: such records carry their true label, so
+    the network backs them and support says nothing."""
     distance = ((beyond_cut / ramp).clamp(0.0, 1.0) if ramp > 0 else (beyond_cut > 0).float())
-    weight = torch.where(whole, 1.0, distance) if ramp > 0 else 1.0
+    weight = distance
+    if unsupported > 0:
+        weight = torch.maximum(weight, (1.0 - support / unsupported).clamp(0.0, 1.0))
+    weight = torch.where(whole, 1.0, weight) if ramp > 0 else 1.0
     floor = (1.0 - support).clamp(0.0, 1.0) ** power * weight
     if by_class is not None:
         floor = torch.where(by_class, torch.maximum(floor, distance), floor)
@@ -871,7 +881,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         # have been too slow to lift (all-to-all labels), the more so the farther out it lies
         s = torch.where(shifted, torch.maximum(s, set_apart_floor(
             support(judged(probs), y_c), beyond_cut, whole, config.shifted_power,
-            config.shifted_ramp, by_class)), s)
+            config.shifted_ramp, by_class, config.shifted_unsupported)), s)
     # ... and a text carrying a planted word scores at least the word's planted share
     s = torch.maximum(s, carried)
     score_hist.append(s)

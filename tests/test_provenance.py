@@ -226,11 +226,14 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     assert accepted[truth].mean() <= 0.05
     assert accepted[~truth].mean() >= 0.85
     # a set-apart record scores at least (1 - the last healed network's support)^power, in full
-    # for the class set apart whole, ramped by the distance beyond the cut for the others
+    # for the class set apart whole, for the others weighted by the distance beyond the cut or,
+    # when higher, by how nearly the network rules their label out
     labels = result.records.labels[res.collected_index]
     against = 1 - support(torch.as_tensor(res.probs), torch.as_tensor(labels)).numpy()
     whole = labels.argmax(1) == 0
-    ramp = np.where(whole, 1.0, np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1))
+    ramp = np.where(whole, 1.0, np.maximum(
+        np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1),
+        np.clip(1 - (1 - against) / config.shifted_unsupported, 0, 1)))
     floor = against ** config.shifted_power * ramp
     assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-5).all()
     assert (res.scores[res.shifted] > floor[res.shifted] + 1e-5).any()
@@ -262,6 +265,15 @@ def test_the_set_apart_floor_reads_support_and_the_distance_beyond_the_cut():
     by_class = torch.tensor([False, True, True, True, False, False])
     assert set_apart_floor(torch.ones(6), beyond, by_class, power=2, ramp=2.0,
                            by_class=by_class).tolist() == [0.0, 1.0, 0.25, 0.0, 0.0, 0.0]
+    # a label the network all but rules out counts (nearly) fully however near the cut: the
+    # weight is the higher of the distance and 1 - support / unsupported
+    sup = torch.tensor([0.0, 0.025, 0.05, 0.5, 0.0])
+    beyond = torch.tensor([0.1, 0.1, 0.1, 0.1, 3.0])
+    none = torch.zeros(5, dtype=torch.bool)
+    floor = set_apart_floor(sup, beyond, none, power=1, ramp=2.0, unsupported=0.05)
+    assert torch.allclose(floor, torch.tensor([1.0, 0.975 * 0.5, 0.95 * 0.05, 0.5 * 0.05, 1.0]))
+    assert torch.allclose(set_apart_floor(sup, beyond, none, power=1, ramp=2.0),  # off: distance only
+                          (1 - sup) * torch.tensor([0.05, 0.05, 0.05, 0.05, 1.0]))
 
 
 def test_records_carry_each_whole_texts_token_set():
