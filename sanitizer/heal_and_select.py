@@ -225,8 +225,10 @@ The loop, every knob in :class:`HealSelectConfig`:
    the record lies beyond the set-apart cut / shifted_ramp)`` (2; records set apart with their
    class or a planted word count fully) or, when higher, ``1 - support / shifted_unsupported``
    (0.05): a set-apart label the network all but rules out counts nearly fully however near the
-   cut (all-to-all poison just past it; measured below). A record of a class set apart whole also scores at
-   least that distance term alone, whatever its support: a clean-label trigger's records carry
+   cut (all-to-all poison just past it: Fashion-MNIST all-to-all recall 0.953 -> 0.983,
+   spoken digits 0.915 -> 0.967, at precision 0.97 / 0.99, seed 0). A record of a class set
+   apart whole also scores at least its distance weight alone, whatever its support: a
+   clean-label trigger's records carry
    their true label, the network backs it, and support had left most of them unflagged
    (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967 / 0.994 -> 0.9999 / 0.998
    / 0.997, recall 0.70 / 0.50 -> 0.99 / 0.97 at seeds 0 / 1; scores only, the rounds and the
