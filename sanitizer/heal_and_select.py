@@ -228,12 +228,11 @@ The loop, every knob in :class:`HealSelectConfig`:
    cut (all-to-all poison just past it: Fashion-MNIST all-to-all recall 0.953 -> 0.983,
    spoken digits 0.915 -> 0.967, at precision 0.97 / 0.99, seed 0). A record of a class set
    apart whole also scores at least its distance weight alone, whatever its support: a
-   clean-label trigger's records carry
-   their true label, the network backs it, and support had left most of them unflagged
-   (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967 / 0.994 -> 0.9999 / 0.998
-   / 0.997, recall 0.70 / 0.50 -> 0.99 / 0.97 at seeds 0 / 1; scores only, the rounds and the
-   served network are unchanged; ``benchmarks/RESULTS.md``, session 28). An all-to-all poisoned record lies far out and its
-   label gets little support, but the network is often unsure what the record is instead
+   clean-label trigger's records carry their true label, the network backs it, and support had
+   left most of them unflagged (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967
+   / 0.994 -> 0.9999 / 0.998 / 0.997, recall 0.70 / 0.50 -> 0.99 / 0.97 at seeds 0 / 1; scores
+   only, the rounds and the served network are unchanged; ``benchmarks/RESULTS.md``, session
+   28). An all-to-all poisoned record lies far out and its label gets little support, but the network is often unsure what the record is instead
    (Fashion-MNIST: top probability under 0.55 for one in ten; CIFAR-10 under 0.45 for a quarter);
    the clean oddities set apart with the poison lie near the cut (CIFAR-10: 327 of 401 within
    1.5 spreads of it, every poisoned image beyond 3.1). Offline on the benchmarks' saved
@@ -513,11 +512,14 @@ def set_apart_floor(support: torch.Tensor, beyond_cut: torch.Tensor, whole: torc
     apart ``by_class`` (its class was taken over: a clean-label trigger on nearly every record)
     scores at least its distance, whatever its support: such records carry their true label, so
     the network backs them and support says nothing."""
-    distance = ((beyond_cut / ramp).clamp(0.0, 1.0) if ramp > 0 else (beyond_cut > 0).float())
-    weight = distance
-    if unsupported > 0:
-        weight = torch.maximum(weight, (1.0 - support / unsupported).clamp(0.0, 1.0))
-    weight = torch.where(whole, 1.0, weight) if ramp > 0 else 1.0
+    if ramp > 0:
+        distance = (beyond_cut / ramp).clamp(0.0, 1.0)
+        weight = distance
+        if unsupported > 0:
+            weight = torch.maximum(weight, (1.0 - support / unsupported).clamp(0.0, 1.0))
+        weight = torch.where(whole, 1.0, weight)
+    else:  # every record counts fully
+        distance, weight = (beyond_cut > 0).float(), 1.0
     floor = (1.0 - support).clamp(0.0, 1.0) ** power * weight
     if by_class is not None:
         floor = torch.where(by_class, torch.maximum(floor, distance), floor)

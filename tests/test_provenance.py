@@ -231,16 +231,15 @@ def test_the_engine_leaves_out_what_the_provenance_test_sets_apart(fmnist):
     labels = result.records.labels[res.collected_index]
     against = 1 - support(torch.as_tensor(res.probs), torch.as_tensor(labels)).numpy()
     whole = labels.argmax(1) == 0
+    distance = np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1)
     ramp = np.where(whole, 1.0, np.maximum(
-        np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1),
-        np.clip(1 - (1 - against) / config.shifted_unsupported, 0, 1)))
+        distance, np.clip(1 - (1 - against) / config.shifted_unsupported, 0, 1)))
     floor = against ** config.shifted_power * ramp
     assert (res.scores[res.shifted] >= floor[res.shifted] - 1e-5).all()
     assert (res.scores[res.shifted] > floor[res.shifted] + 1e-5).any()
     assert (res.shifted == (whole | (res.provenance_spreads > config.refine_z))).all()
     # ... and a record of the class set apart whole scores at least its own distance beyond the
     # cut: the network backs its true label, so support alone would leave it unflagged
-    distance = np.clip((res.provenance_spreads - config.refine_z) / config.shifted_ramp, 0, 1)
     assert (res.scores[whole] >= distance[whole] - 1e-5).all()
     print(f"patched records beyond the cut {(distance[whole & truth] > 0).mean():.3f}, "
           f"a ramp beyond it {(distance[whole & truth] >= 1).mean():.3f}; "
