@@ -225,6 +225,8 @@ def run_case(s: Split, attack: str, rate: float, trusted_share: float, epochs: f
                                     selected_history=res.selected_history,
                                     unlearned_history=res.unlearned_history, probs=res.probs,
                                     labels=train_records.labels[res.collected_index],
+                                    true_labels=records.labels[res.collected_index],
+                                    heldout_agreement=res.heldout_agreement,
                                     provenance=res.provenance, spreads=res.provenance_spreads,
                                     shifted=res.shifted,
                                     shifted_classes=np.array(res.metrics["shifted_classes"], dtype=str))

@@ -152,6 +152,17 @@ The loop, every knob in :class:`HealSelectConfig`:
       Tabular rows have no overlay and keep the lift. (All-to-all triggers dominate less -- the
       overlay adds more of the true class the trigger has to overturn -- so there it costs
       0.02-0.05 of AUROC.)
+      **Suspects refused** (audio; ``accept_suspects``, :func:`accepts_suspects`): a suspect is
+      never accepted, whatever its lift -- the paper's own selection, which keeps only what the
+      healed network agrees with -- and one below ``unlearn_from`` is left out. The lift exists
+      to take back the hard clean records a judge healed on a few trusted images doubts
+      (Fashion-MNIST, 2% trusted: 18% of clean records; CIFAR-10: 41%); a judge healed on 14
+      vetted spoken digits per class doubts 3-5% of clean clips, and the suspects with a low
+      lift it had accepted were mostly the all-to-all tone's clips the provenance test had not
+      set apart (seed 4, first round: 77 poisoned, 24 clean), which taught the trigger. Over
+      seeds 0-4 its ASR went from 0.3 / 0.3 / 4.3 / 0.3 / 3.0% to 0.3 / 0.3 / 0.7 / 0.3 / 1.0%
+      and its AUROC from 0.958-0.998 to 0.979-0.9999; clean clips 100 / 98.7 / 99.7% -> 99.3 /
+      98.7 / 98.7% at seeds 0-2 (``benchmarks/RESULTS.md``, session 29).
    d. **Train** the healed network on the trusted set (repeated ``trusted_weight`` times) and the
       accepted records with their labels. Rejected records with suspicion of at least
       ``unlearn_from`` train by *negative learning* (``rejected="unlearn"``: their given label is
@@ -328,6 +339,13 @@ DEFAULT_HEAL_STEPS = 30
 # 4 points of accuracy on clean clips (seeds 1 and 2: 95.3% and 95.7% against plain training's
 # 99.3% and 99.7%); unlearning the set-apart ones only: 98.7% and 99.7% (RESULTS.md, session 27)
 SET_APART_UNLEARNED_MODALITIES = ("audio",)
+# where a suspect is never accepted, whatever its lift (``accept_suspects`` None): spoken digits, whose
+# judge (14 vetted clips per class) doubts 3-5% of clean clips, so that the suspects it does not set
+# apart are mostly poison: all-to-all tone, seed 4, first round: 77 poisoned and 24 clean suspects with
+# a lift under 0.5, accepted until then (ASR 4.3% / 3.0% at seeds 2 / 4 -> 0.7% / 1.0%; RESULTS.md,
+# session 29). On images the judge doubts 18% (Fashion-MNIST, 2% trusted) to 41% (CIFAR-10) of
+# clean records: there the same rule would leave out 1,150 clean records with 30 poisoned ones
+SUSPECTS_REFUSED_MODALITIES = ("audio",)
 
 
 @dataclass
@@ -347,6 +365,8 @@ class HealSelectConfig:
     probe_steps: int = 150        # fine-tuning steps of each half of the backdoor test
     trusted_weight: int = 4       # how many times the trusted set is repeated in training
     threshold: float = 0.5        # accept records whose suspicion is below this
+    accept_suspects: bool | None = None  # accept a suspect (2a) whose suspicion is below threshold;
+                                  # None: everywhere but on audio (SUSPECTS_REFUSED_MODALITIES)
     rejected: str = "unlearn"     # what rejected records train on: unlearn | relabel | both | drop
     unlearn_from: float = 0.7     # rejected records below this suspicion are left out, not unlearned
     unlearn_set_apart: bool | None = None  # unlearn only the sure rejections the provenance test set
@@ -543,6 +563,16 @@ def unlearns_set_apart_only(config: HealSelectConfig, modality: str) -> bool:
     if config.unlearn_set_apart is not None:
         return config.unlearn_set_apart
     return modality in SET_APART_UNLEARNED_MODALITIES
+
+
+def accepts_suspects(config: HealSelectConfig, modality: str) -> bool:
+    """Whether a suspect -- a record the round's judge doubts (step 2a) -- is accepted when its
+    lift is low (step 2c): ``config.accept_suspects`` when set, else everywhere but on audio
+    (``SUSPECTS_REFUSED_MODALITIES``), where it is left out like any rejection below
+    ``unlearn_from``."""
+    if config.accept_suspects is not None:
+        return config.accept_suspects
+    return modality not in SUSPECTS_REFUSED_MODALITIES
 
 
 def first_pass_folds(records: Records, config: HealSelectConfig) -> int:
@@ -827,7 +857,8 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     gated = torch.zeros(n_c, dtype=torch.bool, device=device)  # what the gate held back (few trusted images)
     heal_steps = 0 if few else later_heal_steps(config, records.modality)
     set_apart_only = unlearns_set_apart_only(config, records.modality)
-    not_set_apart = 0
+    take_suspects = accepts_suspects(config, records.modality)
+    not_set_apart, refused = 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
         probs = judged(predict(model, c_idx))
@@ -835,6 +866,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         held, probes = backdoor_test(model, suspects, probs)
         s = lift(held, probs, y_c)
         accepted = (s < config.threshold) & ~shifted
+        if not take_suspects:  # audio: the judge is right often enough that its doubt is the poison
+            refused = int((accepted & suspects).sum())
+            accepted &= ~suspects
         if not selected_hist:  # the first round's judge has learned from the trusted set alone
             gated = suspects & far & ~shifted  # (set-apart records are out anyway)
             far_suspects = int((accepted & gated).sum())  # what the gate takes out
@@ -911,6 +945,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         "demoted_by_dominance": demoted,
         "left_out_for_look_alikes": alike,
         "left_out_not_set_apart": not_set_apart,
+        "refused_suspects": refused,
         "left_out_for_provenance": int(shifted.sum()),
         "first_round_far_suspects": far_suspects,
         "few_trusted": few,

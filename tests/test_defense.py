@@ -17,9 +17,9 @@ import torch
 from connectors.table_records import read_records
 from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
-from sanitizer.heal_and_select import (HealSelectConfig, balanced_core, can_superimpose,
-                                       heal_and_select, later_heal_steps, superimpose,
-                                       unlearns_set_apart_only)
+from sanitizer.heal_and_select import (HealSelectConfig, accepts_suspects, balanced_core,
+                                       can_superimpose, heal_and_select, later_heal_steps,
+                                       superimpose, unlearns_set_apart_only)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -323,3 +323,42 @@ def test_only_audio_unlearns_set_apart_rejections_alone_unless_asked():
     assert not any(unlearns_set_apart_only(default, m) for m in ("image", "text", "tabular"))
     assert unlearns_set_apart_only(HealSelectConfig(unlearn_set_apart=True), "image")
     assert not unlearns_set_apart_only(HealSelectConfig(unlearn_set_apart=False), "audio")
+
+
+def test_only_audio_refuses_suspects_unless_asked():
+    # audio: the judge doubts few clean spoken digits, and the doubted clips it accepted were
+    # mostly poison (RESULTS.md, session 29); a judge healed on a few trusted images doubts
+    # 18-41% of clean ones, so elsewhere a suspect whose label does not transfer is accepted
+    default = HealSelectConfig()
+    assert not accepts_suspects(default, "audio")
+    assert all(accepts_suspects(default, m) for m in ("image", "text", "tabular"))
+    assert not accepts_suspects(HealSelectConfig(accept_suspects=False), "image")
+    assert accepts_suspects(HealSelectConfig(accept_suspects=True), "audio")
+
+
+def test_refused_suspects_are_left_out_of_the_round():
+    # overlapping classes, a tenth of the labels flipped: the judge doubts the flipped records
+    # and the hard ones near the boundary; a flipped label does not transfer, so some of the
+    # suspects score low and are accepted -- unless suspects are refused
+    rng = np.random.default_rng(3)
+    y, x = two_class_data(rng, 1500, 0.5)
+    trusted = rng.random(1500) < 0.1
+    flipped = ~trusted & (rng.random(1500) < 0.1)
+    given = np.where(flipped, 1 - y, y)
+    records = tabular_records(x, given, trusted)
+    tiny = HealSelectConfig(seed_steps=60, train_epochs=0.5, iterations=1, probe_steps=20,
+                            device="cpu")
+    taken = heal_and_select(records, tiny)
+    refused = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "accept_suspects": False}))
+    assert taken.metrics["refused_suspects"] == 0
+    # the same round up to the choice: refusing only takes records out of the accepted ones ...
+    left = taken.selected_history[0] & ~refused.selected_history[0]
+    assert not (refused.selected_history[0] & ~taken.selected_history[0]).any()
+    assert left.sum() == refused.metrics["refused_suspects"] > 0
+    # ... every one of them scored below the threshold (it was accepted) and is not unlearned
+    assert (taken.score_history[0][left] < tiny.threshold).all()
+    assert not refused.unlearned_history[0][left].any()
+    # and those are mostly the flipped labels: measured 103 of 137, 108 flipped accepted -> 5
+    flipped = flipped[~trusted]
+    assert flipped[left].sum() >= 0.6 * left.sum()
+    assert (refused.selected_history[0] & flipped).sum() <= 0.25 * (taken.selected_history[0] & flipped).sum()
