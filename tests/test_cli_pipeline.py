@@ -277,7 +277,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
         "--prior-gap", "1", "--max-prior-division", "3", "--core-floor", "0", "--backed", "0.8",
         "--core-skew", "5", "--partners", "2", "--full-dominance", "0.4", "--look-alikes", "5", "--specific-lift", "0.3",
         "--vouchers", "3", "--provenance-z", "2.5", "--group-floor", "0.2", "--shifted-power", "2", "--shifted-ramp", "0.5", "--shifted-unsupported", "0.1", "--token-alpha", "0.01", "--retrain",
-        "--refuse-suspects", "-q")
+        "--refuse-suspects", "--own-lift", "0.5", "-q")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["prior_correction"] is False and config["rejected"] == "drop"
     assert config["prior_gap"] == 1.0 and config["max_prior_division"] == 3.0
@@ -288,6 +288,7 @@ def test_train_switches_reach_the_engine_config(pipe, tmp_path):
     assert config["shifted_power"] == 2.0 and config["shifted_ramp"] == 0.5 and config["token_alpha"] == 0.01
     assert config["shifted_unsupported"] == 0.1
     assert config["accept_suspects"] is False
+    assert config["own_lift"] == 0.5
     assert config["retrain"] is True  # the served network trained afresh, images or not
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["retrained"] is True and metrics["timings_s"]["retrain"] > 0

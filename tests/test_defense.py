@@ -17,9 +17,9 @@ import torch
 from connectors.table_records import read_records
 from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
-from sanitizer.heal_and_select import (HealSelectConfig, accepts_suspects, balanced_core,
-                                       can_superimpose, heal_and_select, later_heal_steps,
-                                       superimpose, unlearns_set_apart_only)
+from sanitizer.heal_and_select import (OWN_LIFT_FROM, HealSelectConfig, accepts_suspects,
+                                       balanced_core, can_superimpose, heal_and_select,
+                                       later_heal_steps, superimpose, unlearns_set_apart_only)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -362,3 +362,28 @@ def test_refused_suspects_are_left_out_of_the_round():
     flipped = flipped[~trusted]
     assert flipped[left].sum() >= 0.6 * left.sum()
     assert (refused.selected_history[0] & flipped).sum() <= 0.25 * (taken.selected_history[0] & flipped).sum()
+
+
+def test_own_lift_only_lowers_final_scores_their_look_alikes_share():
+    # step 3: a final suspicion of at least 0.3 moves towards the record's own lift; the rounds,
+    # what was trained on and every earlier score are untouched (scores only)
+    rng = np.random.default_rng(4)
+    y, x = two_class_data(rng, 1500, 0.5)
+    trusted = rng.random(1500) < 0.1
+    given = np.where(~trusted & (rng.random(1500) < 0.1), 1 - y, y)
+    records = tabular_records(x, given, trusted)
+    tiny = HealSelectConfig(seed_steps=60, train_epochs=0.5, iterations=1, probe_steps=20,
+                            device="cpu")
+    plain = heal_and_select(records, tiny)
+    own = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "own_lift": 0.5}))
+    assert (own.selected_history == plain.selected_history).all()
+    assert (own.unlearned_history == plain.unlearned_history).all()
+    np.testing.assert_allclose(own.score_history[:-1], plain.score_history[:-1])
+    np.testing.assert_allclose(own.probs, plain.probs)
+    low = plain.scores < OWN_LIFT_FROM
+    np.testing.assert_allclose(own.scores[low], plain.scores[low])
+    # never raised, at most halved (0.5 of the way to an own lift of 0), and lowered somewhere:
+    # overlapping classes, so flipped labels near the boundary share their lift with look-alikes
+    assert (own.scores <= plain.scores + 1e-6).all()
+    assert (own.scores[~low] >= 0.5 * plain.scores[~low] - 1e-6).all()
+    assert (own.scores < plain.scores - 0.01).sum() > 0
