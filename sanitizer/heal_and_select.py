@@ -255,7 +255,7 @@ The loop, every knob in :class:`HealSelectConfig`:
    demanded a confident rival class; ``(1 - support) ** 4`` without the distance reached
    all-to-all recall 0.92-0.97 too, but flagged more clean oddities near the cut (blended
    triggers: precision 0.88-0.90, against the 0.9 target).
-   **Own lift** (``own_lift``, off by default): before the floor, a final suspicion of at least
+   **Own lift** (``own_lift``; on images by default, :func:`own_lift_weight`): before the floor, a final suspicion of at least
    ``OWN_LIFT_FROM`` (0.3) moves ``own_lift`` of the way towards the record's *own* lift, the
    part its look-alikes labelled otherwise do not share (the look-alike test of 2d,
    :func:`sanitizer.scoring.specific_lift`, here against the last round's non-suspects): the
@@ -359,6 +359,12 @@ SUSPECTS_REFUSED_MODALITIES = ("audio",)
 # the final suspicions that ``own_lift`` moves towards the record's own lift: below the lowest
 # default cut (sanitizer.scoring.auto_threshold keeps Otsu's cut in [0.2, 0.8])
 OWN_LIFT_FROM = 0.3
+# where they move half way by default (``own_lift`` None): images, where flag precision rose on
+# every Fashion-MNIST attack (clean-label 0.866 -> 0.922) and on CIFAR-10's (0.003-0.011), for
+# 0.003-0.013 of recall on the noise and all-to-all rows (RESULTS.md, session 29); not yet
+# measured on audio, text or tabular records
+OWN_LIFT_MODALITIES = ("image",)
+DEFAULT_OWN_LIFT = 0.5
 
 
 @dataclass
@@ -419,9 +425,9 @@ class HealSelectConfig:
                                   # (suspect_z) holds back far suspects in every round (0 = never)
     group_floor: float = 0.1      # > 0: a class whose collected records score below the trusted
                                   # median less than this often is set apart whole (0 = off)
-    own_lift: float = 0.0         # > 0: a final suspicion of at least 0.3 moves this far towards the
+    own_lift: float | None = None  # > 0: a final suspicion of at least 0.3 moves this far towards the
                                   # record's own lift, the part its look-alikes do not share (step 3;
-                                  # 0 = off; 0.5 measured on Fashion-MNIST, RESULTS.md session 29)
+                                  # 0 = off); None: 0.5 on images (OWN_LIFT_MODALITIES), 0 elsewhere
     shifted_power: float = 4.0    # > 0: a record the provenance test set apart scores at least
                                   # (1 - the rounds' last network's support for its label) ** this ...
     shifted_ramp: float = 2.0     # ... x min(1, trusted std beyond the set-apart cut / this); records
@@ -589,6 +595,14 @@ def accepts_suspects(config: HealSelectConfig, modality: str) -> bool:
     if config.accept_suspects is not None:
         return config.accept_suspects
     return modality not in SUSPECTS_REFUSED_MODALITIES
+
+
+def own_lift_weight(config: HealSelectConfig, modality: str) -> float:
+    """How far a final suspicion moves towards the record's own lift (step 3): ``config.own_lift``
+    when set, else ``DEFAULT_OWN_LIFT`` on images (``OWN_LIFT_MODALITIES``) and 0 elsewhere."""
+    if config.own_lift is not None:
+        return config.own_lift
+    return DEFAULT_OWN_LIFT if modality in OWN_LIFT_MODALITIES else 0.0
 
 
 def first_pass_folds(records: Records, config: HealSelectConfig) -> int:
@@ -939,9 +953,10 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s = 1.0 - agreement(probs, y_c)
     else:
         s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
-        if config.own_lift > 0:  # a lift the look-alikes share is a content rule, not a trigger
+        toward_own = own_lift_weight(config, records.modality)
+        if toward_own > 0:  # a lift the look-alikes share is a content rule, not a trigger
             for chunk, _, own in own_lifts(model, s >= OWN_LIFT_FROM, suspects, held, probs):
-                s[chunk] -= config.own_lift * (s[chunk] - own).clamp(min=0.0)
+                s[chunk] -= toward_own * (s[chunk] - own).clamp(min=0.0)
     if config.shifted_power > 0 and shifted.any():
         # a record set apart was never trained on, so the healed network cannot have learned
         # its trigger: its rejection of the label is evidence of poison that the probes may

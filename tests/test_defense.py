@@ -19,7 +19,8 @@ from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
 from sanitizer.heal_and_select import (OWN_LIFT_FROM, HealSelectConfig, accepts_suspects,
                                        balanced_core, can_superimpose, heal_and_select,
-                                       later_heal_steps, superimpose, unlearns_set_apart_only)
+                                       later_heal_steps, own_lift_weight, superimpose,
+                                       unlearns_set_apart_only)
 from sanitizer.metrics import accuracy, attack_success_rate, auroc, recall_at_k
 from sanitizer.plain_training import train_plain
 from sanitizer.records import Records, one_hot
@@ -387,3 +388,13 @@ def test_own_lift_only_lowers_final_scores_their_look_alikes_share():
     assert (own.scores <= plain.scores + 1e-6).all()
     assert (own.scores[~low] >= 0.5 * plain.scores[~low] - 1e-6).all()
     assert (own.scores < plain.scores - 0.01).sum() > 0
+
+
+def test_own_lift_is_on_for_images_only_unless_asked():
+    # images: flag precision rose on every Fashion-MNIST and CIFAR-10 attack measured (RESULTS.md,
+    # session 29); audio, text and tabular records are not yet measured with it
+    default = HealSelectConfig()
+    assert own_lift_weight(default, "image") == 0.5
+    assert all(own_lift_weight(default, m) == 0.0 for m in ("audio", "text", "tabular"))
+    assert own_lift_weight(HealSelectConfig(own_lift=0.0), "image") == 0.0
+    assert own_lift_weight(HealSelectConfig(own_lift=0.3), "text") == 0.3
