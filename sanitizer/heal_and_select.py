@@ -255,16 +255,19 @@ The loop, every knob in :class:`HealSelectConfig`:
    demanded a confident rival class; ``(1 - support) ** 4`` without the distance reached
    all-to-all recall 0.92-0.97 too, but flagged more clean oddities near the cut (blended
    triggers: precision 0.88-0.90, against the 0.9 target).
-   **Own lift** (``own_lift``; on images by default, :func:`own_lift_weight`): before the floor, a final suspicion of at least
-   ``OWN_LIFT_FROM`` (0.3) moves ``own_lift`` of the way towards the record's *own* lift, the
-   part its look-alikes labelled otherwise do not share (the look-alike test of 2d,
-   :func:`sanitizer.scoring.specific_lift`, here against the last round's non-suspects): the
-   hard clean tops that the probes lift together (a content rule) lose part of their score, a
-   trigger's records keep theirs. At 0.5 on Fashion-MNIST (2% trusted, seeds 0 and 1) flag
-   precision rose on every attack (clean-label 0.866 / 0.851 -> 0.922 / 0.913, blended 0.955 ->
-   0.977) and recall fell on the invisible noise trigger (0.940 / 0.977 -> 0.927 / 0.968) and
-   all-to-all (0.983 / 0.884 -> 0.980 / 0.876), whose records' look-alikes are moved by the
-   probes too (``benchmarks/RESULTS.md``, session 29).
+   **Own lift** (``own_lift``, 0.5 on images by default: :func:`own_lift_weight`): before the
+   floor, a final suspicion of at least ``OWN_LIFT_FROM`` (0.3) moves ``own_lift`` of the way
+   towards the record's *own* lift, the part its look-alikes labelled otherwise do not share
+   (the look-alike test of 2d, :func:`sanitizer.scoring.specific_lift`, here against the last
+   round's non-suspects): the hard clean tops that the probes lift together (a content rule)
+   lose part of their score, a trigger's records keep theirs. On Fashion-MNIST (2% trusted,
+   seeds 0 and 1) flag precision rose on every attack (clean-label 0.866 / 0.851 -> 0.922 /
+   0.913, blended 0.955 -> 0.977) and recall fell on the invisible noise trigger (0.940 / 0.977
+   -> 0.927 / 0.968) and all-to-all (0.983 / 0.884 -> 0.980 / 0.876), whose records'
+   look-alikes the probes move too; on CIFAR-10 precision rose by 0.003-0.011 on the three rows
+   measured, recall within 0.002 (``benchmarks/RESULTS.md``, session 29). Scores only: the rounds
+   and the served network are unchanged. Audio, text and tabular records are not yet measured
+   with it and keep 0.
 
 4. **Retrain** (``retrain``; by default on text only, ``RETRAINED_MODALITIES``): the *served*
    network is trained from scratch on
@@ -349,12 +352,13 @@ DEFAULT_HEAL_STEPS = 30
 # 4 points of accuracy on clean clips (seeds 1 and 2: 95.3% and 95.7% against plain training's
 # 99.3% and 99.7%); unlearning the set-apart ones only: 98.7% and 99.7% (RESULTS.md, session 27)
 SET_APART_UNLEARNED_MODALITIES = ("audio",)
-# where a suspect is never accepted, whatever its lift (``accept_suspects`` None): spoken digits, whose
-# judge (14 vetted clips per class) doubts 3-5% of clean clips, so that the suspects it does not set
-# apart are mostly poison: all-to-all tone, seed 4, first round: 77 poisoned and 24 clean suspects with
-# a lift under 0.5, accepted until then (ASR 4.3% / 3.0% at seeds 2 / 4 -> 0.7% / 1.0%; RESULTS.md,
-# session 29). On images the judge doubts 18% (Fashion-MNIST, 2% trusted) to 41% (CIFAR-10) of
-# clean records: there the same rule would leave out 1,150 clean records with 30 poisoned ones
+# where a suspect is never accepted, whatever its lift (``accept_suspects`` None): spoken digits,
+# whose judge (14 vetted clips per class) doubts 3-5% of clean clips, so that the suspects it does
+# not set apart are mostly poison: all-to-all tone, seed 4, first round: 77 poisoned and 24 clean
+# suspects with a lift under 0.5, accepted until then (ASR 4.3% / 3.0% at seeds 2 / 4 -> 0.7% /
+# 1.0%; RESULTS.md, session 29). On images the judge doubts 18% (Fashion-MNIST, 2% trusted) to 41%
+# (CIFAR-10) of clean records: there the same rule would leave out 1,150 clean records with 30
+# poisoned ones
 SUSPECTS_REFUSED_MODALITIES = ("audio",)
 # the final suspicions that ``own_lift`` moves towards the record's own lift: below the lowest
 # default cut (sanitizer.scoring.auto_threshold keeps Otsu's cut in [0.2, 0.8])
