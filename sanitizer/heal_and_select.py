@@ -243,8 +243,9 @@ The loop, every knob in :class:`HealSelectConfig`:
    left most of them unflagged (spoken digits' clean-label tone, seeds 0-2: AUROC 0.991 / 0.967
    / 0.994 -> 0.9999 / 0.998 / 0.997, recall 0.70 / 0.50 -> 0.99 / 0.97 at seeds 0 / 1; scores
    only, the rounds and the served network are unchanged; ``benchmarks/RESULTS.md``, session
-   28). An all-to-all poisoned record lies far out and its label gets little support, but the network is often unsure what the record is instead
-   (Fashion-MNIST: top probability under 0.55 for one in ten; CIFAR-10 under 0.45 for a quarter);
+   28). An all-to-all poisoned record lies far out and its label gets little support, but the
+   network is often unsure what the record is instead (Fashion-MNIST: top probability under
+   0.55 for one in ten; CIFAR-10 under 0.45 for a quarter);
    the clean oddities set apart with the poison lie near the cut (CIFAR-10: 327 of 401 within
    1.5 spreads of it, every poisoned image beyond 3.1). Offline on the benchmarks' saved
    scores (``--save-scores``; session 17 in ``benchmarks/RESULTS.md``), all-to-all precision /
@@ -902,6 +903,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
     heal_steps = 0 if few else later_heal_steps(config, records.modality)
     set_apart_only = unlearns_set_apart_only(config, records.modality)
     take_suspects = accepts_suspects(config, records.modality)
+    toward_own = own_lift_weight(config, records.modality)
     not_set_apart, refused = 0, 0
     for _ in range(config.iterations):
         # 2a-c. disagreement, backdoor test, selection
@@ -957,7 +959,6 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         s = 1.0 - agreement(probs, y_c)
     else:
         s, demoted = dominance_scaled(lift(held, probs, y_c), probes, probs)
-        toward_own = own_lift_weight(config, records.modality)
         if toward_own > 0:  # a lift the look-alikes share is a content rule, not a trigger
             for chunk, _, own in own_lifts(model, s >= OWN_LIFT_FROM, suspects, held, probs):
                 s[chunk] -= toward_own * (s[chunk] - own).clamp(min=0.0)

@@ -337,18 +337,28 @@ def test_only_audio_refuses_suspects_unless_asked():
     assert accepts_suspects(HealSelectConfig(accept_suspects=True), "audio")
 
 
+# one quick round on tabular records (the tests of single engine switches below)
+ONE_ROUND = HealSelectConfig(seed_steps=60, train_epochs=0.5, iterations=1, probe_steps=20,
+                             device="cpu")
+
+
+def flipped_records(seed: int) -> tuple[Records, np.ndarray]:
+    """1,500 records of two overlapping classes, a tenth trusted, a tenth of the others' labels
+    flipped; returns the records and which of them were flipped."""
+    rng = np.random.default_rng(seed)
+    y, x = two_class_data(rng, 1500, 0.5)
+    trusted = rng.random(1500) < 0.1
+    flipped = ~trusted & (rng.random(1500) < 0.1)
+    return tabular_records(x, np.where(flipped, 1 - y, y), trusted), flipped
+
+
 def test_refused_suspects_are_left_out_of_the_round():
     # overlapping classes, a tenth of the labels flipped: the judge doubts the flipped records
     # and the hard ones near the boundary; a flipped label does not transfer, so some of the
     # suspects score low and are accepted -- unless suspects are refused
-    rng = np.random.default_rng(3)
-    y, x = two_class_data(rng, 1500, 0.5)
-    trusted = rng.random(1500) < 0.1
-    flipped = ~trusted & (rng.random(1500) < 0.1)
-    given = np.where(flipped, 1 - y, y)
-    records = tabular_records(x, given, trusted)
-    tiny = HealSelectConfig(seed_steps=60, train_epochs=0.5, iterations=1, probe_steps=20,
-                            device="cpu")
+    records, flipped = flipped_records(3)
+    trusted = records.trusted
+    tiny = ONE_ROUND
     taken = heal_and_select(records, tiny)
     refused = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "accept_suspects": False}))
     assert taken.metrics["refused_suspects"] == 0
@@ -368,13 +378,8 @@ def test_refused_suspects_are_left_out_of_the_round():
 def test_own_lift_only_lowers_final_scores_their_look_alikes_share():
     # step 3: a final suspicion of at least 0.3 moves towards the record's own lift; the rounds,
     # what was trained on and every earlier score are untouched (scores only)
-    rng = np.random.default_rng(4)
-    y, x = two_class_data(rng, 1500, 0.5)
-    trusted = rng.random(1500) < 0.1
-    given = np.where(~trusted & (rng.random(1500) < 0.1), 1 - y, y)
-    records = tabular_records(x, given, trusted)
-    tiny = HealSelectConfig(seed_steps=60, train_epochs=0.5, iterations=1, probe_steps=20,
-                            device="cpu")
+    records, _ = flipped_records(4)
+    tiny = ONE_ROUND
     plain = heal_and_select(records, tiny)
     own = heal_and_select(records, HealSelectConfig(**{**tiny.to_dict(), "own_lift": 0.5}))
     assert (own.selected_history == plain.selected_history).all()
