@@ -25,10 +25,25 @@ Measured: clean test accuracy, attack success rate (ASR: share of triggered test
 other classes classified as the target), detection AUROC and precision / recall / F1 of the flags
 at the default threshold, how many collected records were flagged, wall time. Each modality
 also runs ``clean`` (nothing poisoned): its flags are false alarms and its accuracy against
-plain training is what the defense costs data that holds no backdoor. A Markdown table (with machine, commit and command) goes to stdout; with ``--write`` also into
-``benchmarks/RESULTS.md`` between markers and, machine-readable, ``benchmarks/results-<config>.json``.
+plain training is what the defense costs data that holds no backdoor. A Markdown table (with
+machine, commit and command) goes to stdout; with ``--write`` also into ``benchmarks/RESULTS.md``
+between markers and, machine-readable, ``benchmarks/results-<config>.json``, both rewritten
+after every case.
 
-Data comes from ``../shared/data`` (see its README); nothing is downloaded.
+**In pieces.** A run stopped between cases (a time limit) leaves the cases it finished, and the
+table says how many of the configuration's it holds; ``--resume`` (with ``--write``) runs the
+rest, skipping every case the results file already has (same data set, attack, healing share,
+seed and ``--engine``), and the table then names each run and which rows it made. So the
+``full`` configuration can be measured on a machine lent for a few minutes at a time::
+
+    timeout 540 python benchmarks/defense.py --config full --datasets fashion_mnist --write --resume --data .data
+
+repeated until the table stops saying "Partial", each piece's ``benchmarks/results-full.json``
+carried to the next.
+
+Data comes from ``../shared/data`` (see its README), or from the folder ``--data`` names, laid
+out the same way; nothing is downloaded. Image data sets need no file readers: torch and numpy
+are all an image configuration imports (text and audio bring polars and soundfile).
 """
 
 from __future__ import annotations
@@ -47,9 +62,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.audio_files import read_audio_records  # noqa: E402
-from connectors.table_records import read_records  # noqa: E402
-from pipelines.train import tokenize  # noqa: E402
+from connectors.atomic import atomic_path  # noqa: E402
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set  # noqa: E402
 from sanitizer.heal_and_select import HealSelectConfig, first_pass_folds, heal_and_select  # noqa: E402
 from sanitizer.metrics import accuracy, attack_success_rate, detection_report  # noqa: E402
@@ -59,7 +72,7 @@ from sanitizer.provenance import beyond_trusted, provenance_scores  # noqa: E402
 from sanitizer.scoring import flag  # noqa: E402
 from sanitizer.training import pick_device, predict_proba, resident  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT.parent / "shared" / "data"  # the default of --data
 
 # "clean": nothing poisoned -- what the defense costs a data set that holds no backdoor (its
 # flags are all false alarms; no ASR, no oracle, which would be plain training again)
@@ -122,24 +135,29 @@ def _split_records(records: Records, test: np.ndarray) -> Split:
                  records.class_names, records.modality, records.sample_rate)
 
 
-def load(name: str, n: int | None, n_test: int | None, seed: int) -> Split:
-    """A data set as train/test arrays: FSDD with its official split (recordings 0-4 are the
-    test set), the text sets with a seeded 80/20 split, images with their own test sets."""
+def load(name: str, n: int | None, n_test: int | None, seed: int, data: Path = SHARED) -> Split:
+    """A data set from the folder ``data`` (laid out as ``../shared/data``) as train/test arrays:
+    FSDD with its official split (recordings 0-4 are the test set), the text sets with a seeded
+    80/20 split, images with their own test sets. The file readers are imported only for the
+    data sets that need them: images need neither polars nor the audio stack, so a machine with
+    torch and numpy alone runs the image configurations."""
     rng = np.random.default_rng(seed)
     if name == "fsdd":
-        records, _, _ = read_audio_records(SHARED / "fsdd" / "wav")
+        from connectors.audio_files import read_audio_records
+        records, _, _ = read_audio_records(data / "fsdd" / "wav")
         index = np.array([int(Path(i).stem.rsplit("_", 1)[1]) for i in records.ids])
         return _split_records(records, index < 5)
     if name in ("sms_spam", "cfpb"):
+        from connectors.table_records import read_records
         path, label, text = {"sms_spam": ("sms_spam/sms_spam.csv", "label", "text"),
                              "cfpb": ("cfpb_complaints/cfpb_sample_b.csv", "product", "narrative")}[name]
-        records = read_records(SHARED / path, label=label, text=text)
+        records = read_records(data / path, label=label, text=text)
         return _split_records(records, rng.random(len(records)) < 0.2)
     if name == "fashion_mnist":
-        d = np.load(SHARED / "fashion_mnist" / "fashion_mnist.npz")
+        d = np.load(data / "fashion_mnist" / "fashion_mnist.npz")
         x, xt = d["x_train"][:, None], d["x_test"][:, None]
     elif name == "cifar10":
-        d = np.load(SHARED / "cifar10" / "cifar10_subset.npz")
+        d = np.load(data / "cifar10" / "cifar10_subset.npz")
         x, xt = d["x_train"].transpose(0, 3, 1, 2), d["x_test"].transpose(0, 3, 1, 2)
     else:
         raise SystemExit(f"unknown data set {name}")
@@ -173,6 +191,7 @@ def model_inputs(records: Records):
     with a tokenizer fitted on the (poisoned) training texts, as ``sanitize train`` does."""
     if records.modality != "text":
         return records, lambda x: x
+    from pipelines.train import tokenize  # (polars comes with the pipelines: text only)
     encoded, tokenizer = tokenize(records)
     return encoded, tokenizer.encode
 
@@ -280,18 +299,74 @@ def fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def table(rows: list[dict], command: str, config: str) -> str:
-    lines = [f"### Defense benchmark, `{config}` configuration",
-             "", f"Machine: {machine()}. Commit: `{commit()}`. Command: `{command}`.", "",
-             "| data | attack | poison | trusted | method | clean acc | ASR | AUROC | precision | recall | F1 | flagged | time s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def table(rows: list[dict], runs: list[dict], config: str, cases: int | None = None) -> str:
+    """The Markdown block of a configuration: each run's machine, commit and command (a table
+    written by one run, the usual case, names them in one line; one continued with ``--resume``
+    lists its runs and says which made each row), then a row per case and method. ``cases``,
+    when given, is how many cases the configuration has: a table that holds fewer says so."""
+    lines = [f"### Defense benchmark, `{config}` configuration", ""]
+    several = len(runs) > 1
+    if several:
+        lines += ["Runs (the `run` column names each row's):", ""]
+        lines += [f"{i + 1}. Machine: {r['machine']}. Commit: `{r['commit']}`. Command: `{r['command']}`."
+                  for i, r in enumerate(runs)]
+    else:
+        lines += [f"Machine: {r['machine']}. Commit: `{r['commit']}`. Command: `{r['command']}`."
+                  for r in runs]
+    done = len({case_key(r) for r in rows})
+    if cases is not None and done < cases:
+        lines += ["", f"**Partial: {done} of {cases} cases.** The same command with `--resume` runs the rest."]
+    head = ["data", "attack", "poison", "trusted", "method", "clean acc", "ASR", "AUROC", "precision",
+            "recall", "F1", "flagged", "time s"] + (["run"] if several else [])
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
             r["data"], r["attack"], f"{r['rate']:.0%}", f"{r['trusted_share']:.1%}", r["method"],
             fmt(r["clean_accuracy"]), fmt(r["asr"]), fmt(r.get("auroc")), fmt(r.get("precision")),
             fmt(r.get("recall")), fmt(r.get("f1")),
-            f"{r['flagged']} / {r['collected']}" if "flagged" in r else "—", f"{r['seconds']:.1f}"]) + " |")
+            f"{r['flagged']} / {r['collected']}" if "flagged" in r else "—", f"{r['seconds']:.1f}"]
+            + ([str(r.get("run", 0) + 1)] if several else [])) + " |")
     return "\n".join(lines) + "\n"
+
+
+def case_key(row: dict) -> tuple:
+    """What one case of a configuration is: data set, attack, healing-set share, seed and engine
+    overrides (the poison rate of ``clean`` is 0 whatever the configuration's: the attack names it)."""
+    return (row["data"], row["attack"], row["trusted_share"], row.get("seed", 0), row.get("engine", ""))
+
+
+def read_results(path: Path) -> dict:
+    """A results file as written by ``--write``: ``runs`` (machine, commit, command) and ``rows``
+    (each naming its run). Files from before runs were listed hold one run at the top level."""
+    if not path.exists():
+        return {"runs": [], "rows": []}
+    saved = json.loads(path.read_text())
+    if "runs" not in saved:
+        saved = {"runs": [{k: saved[k] for k in ("machine", "commit", "command")}],
+                 "rows": [dict(r, run=0) for r in saved["rows"]]}
+    return saved
+
+
+def write_results(saved: dict, label: str, cases: int, folder: Path = ROOT / "benchmarks") -> None:
+    """``results-<label>.json`` and the block between ``label``'s markers in ``RESULTS.md``
+    (in ``folder``), each written whole to a temporary name and renamed: a run stopped between
+    cases (a time limit) leaves the cases it finished, never half a file."""
+    out_json = folder / f"results-{label}.json"
+    write_whole(out_json, json.dumps(dict(saved, cases=cases), indent=1, default=float) + "\n")
+    path = folder / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start, end = f"<!-- defense:{label} -->", f"<!-- /defense:{label} -->"
+    block = f"{start}\n{table(saved['rows'], saved['runs'], label, cases)}{end}"
+    if start in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    write_whole(path, text)
+
+
+def write_whole(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def engine_value(knob: str, text: str):
@@ -336,9 +411,18 @@ def main() -> None:
                          "(poisoned or not), labels, final probabilities, provenance scores, their distance "
                          "from the trusted ones (spreads) and "
                          "set-apart marks, and per-iteration scores, selections and unlearnings as DIR/<data>/<attack>-<rate>-<trusted>-seed<seed>.npz")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --write: continue the configuration's results file, skipping the "
+                         "cases it holds (a run stopped by a time limit, or run in pieces)")
+    ap.add_argument("--data", type=Path, default=SHARED,
+                    help="folder of the real data sets, laid out as ../shared/data (its default)")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks", help=argparse.SUPPRESS)  # tests
     args = ap.parse_args()
-    if not SHARED.exists():
-        raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
+    if not args.data.exists():
+        raise SystemExit(f"{args.data} not found: the benchmark needs the shared real data sets "
+                         "(--data names another folder laid out as ../shared/data)")
+    if args.resume and not args.write:
+        raise SystemExit("--resume continues a written results file: give --write too")
     cfg = CONFIGS[args.config]
     datasets = {k: v for k, v in cfg["datasets"].items()
                 if not args.datasets or k in args.datasets.split(",")}
@@ -346,38 +430,40 @@ def main() -> None:
     engine = {k: engine_value(k, v) for k, v in
               (kv.split("=") for kv in args.engine.split(",") if kv)}
     shares = [float(v) for v in args.trusted.split(",")] if args.trusted else cfg["trusted"]
-    rows = []
-    for name, n in datasets.items():
-        s = load(name, n, cfg["test"], args.seed)
-        attacks = [a for a in ATTACKS[s.modality] if not args.attacks or a in args.attacks.split(",")]
-        for attack in attacks:
-            for rate in cfg["rates"]:
-                for share in shares:
-                    for r in run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
-                                      args.device, engine, args.trusted_sampling,
-                                      args.save_scores / name if args.save_scores else None):
-                        rows.append(dict(r, data=name))
     command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)
                                         if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0])]
                                    + sys.argv[1:])
     label = (args.config + ("-random-trusted" if args.trusted_sampling == "random" else "")
              + (f"-trusted-{args.trusted.replace(',', '-')}" if args.trusted else ""))
-    md = table(rows, command, label)
-    print(md)
-    if args.write:
-        out_json = ROOT / "benchmarks" / f"results-{label}.json"
-        out_json.write_text(json.dumps({"machine": machine(), "commit": commit(), "command": command,
-                                        "rows": rows}, indent=1, default=float) + "\n")
-        path = ROOT / "benchmarks" / "RESULTS.md"
-        text = path.read_text() if path.exists() else "# Benchmark results\n"
-        start, end = f"<!-- defense:{label} -->", f"<!-- /defense:{label} -->"
-        block = f"{start}\n{md}{end}"
-        if start in text:
-            text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip() + "\n\n" + block + "\n"
-        path.write_text(text)
-
+    attacks_of = {name: [a for a in ATTACKS[MODALITY[name]] if not args.attacks or a in args.attacks.split(",")]
+                  for name in datasets}
+    cases = sum(len(attacks_of[name]) for name in datasets) * len(cfg["rates"]) * len(shares)
+    saved = read_results(args.results_dir / f"results-{label}.json") if args.resume else {"runs": [], "rows": []}
+    run = len(saved["runs"])  # this run's number in the results file (the code is what it is now)
+    saved["runs"].append({"machine": machine(), "commit": commit(), "command": command})
+    done = {case_key(r) for r in saved["rows"]}
+    for name, n in datasets.items():
+        s = None
+        for attack in attacks_of[name]:
+            for rate in cfg["rates"]:
+                for share in shares:
+                    key = case_key(dict(data=name, attack=attack, trusted_share=share, seed=args.seed,
+                                        engine=args.engine))
+                    if key in done:
+                        print(f"resume: {name} {attack} {share:.1%} is in the results file, skipped",
+                              file=sys.stderr)
+                        continue
+                    s = s or load(name, n, cfg["test"], args.seed, args.data)
+                    rows = run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
+                                    args.device, engine, args.trusted_sampling,
+                                    args.save_scores / name if args.save_scores else None)
+                    saved["rows"] += [dict(r, data=name, seed=args.seed, engine=args.engine, run=run)
+                                      for r in rows]
+                    if args.write:  # after every case: a run stopped by a time limit keeps what it did
+                        write_results(saved, label, cases, args.results_dir)
+    if not any(r["run"] == run for r in saved["rows"]):
+        saved["runs"].pop()  # nothing new: the file's runs stay as they were
+    print(table(saved["rows"], saved["runs"], label, cases))
 
 if __name__ == "__main__":
     main()

@@ -98,13 +98,14 @@ TRAINING = ("provenance", "heal", "probe", "train", "retrain")  # the stages tha
 
 # --------------------------------------------------------------------------- data
 
-def load(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``n`` training records of ``name`` as ``(N, C, H, W)`` uint8, integer labels, class names."""
+def load(name: str, n: int, seed: int, data: Path = SHARED) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``n`` training records of ``name`` (from the folder ``data``, laid out as
+    ``../shared/data``) as ``(N, C, H, W)`` uint8, integer labels, class names."""
     if name == "fashion_mnist":
-        d = np.load(SHARED / "fashion_mnist" / "fashion_mnist.npz")
+        d = np.load(data / "fashion_mnist" / "fashion_mnist.npz")
         x = d["x_train"][:, None]
     elif name == "cifar10":
-        d = np.load(SHARED / "cifar10" / "cifar10_subset.npz")
+        d = np.load(data / "cifar10" / "cifar10_subset.npz")
         x = d["x_train"].transpose(0, 3, 1, 2)
     else:
         raise SystemExit(f"unknown data set {name}")
@@ -479,9 +480,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # cap records per data set (tests)
     ap.add_argument("--tiny-engine", action="store_true", help=argparse.SUPPRESS)  # smoke tests only
     ap.add_argument("--json-dir", type=Path, default=ROOT / "benchmarks", help=argparse.SUPPRESS)  # tests
+    ap.add_argument("--data", type=Path, default=SHARED,
+                    help="folder of the real data sets, laid out as ../shared/data (its default)")
     args = ap.parse_args()
-    if not SHARED.exists():
-        raise SystemExit(f"{SHARED} not found: the benchmark needs the shared real data sets")
+    if not args.data.exists():
+        raise SystemExit(f"{args.data} not found: the benchmark needs the shared real data sets "
+                         "(--data names another folder laid out as ../shared/data)")
     datasets = {k: v for k, v in CONFIGS[args.config].items()
                 if not args.datasets or k in args.datasets.split(",")}
     dev = pick_device(args.device)
@@ -495,7 +499,7 @@ def main() -> None:
            "trusted_share": TRUSTED_SHARE, "datasets": {}}
     for name, n in datasets.items():
         n = min(n, args.limit) if args.limit else n
-        x, y, classes = load(name, n, args.seed)
+        x, y, classes = load(name, n, args.seed, args.data)
         trusted = trusted_mask(y, len(classes), TRUSTED_SHARE, args.seed)
         records = Records(x, one_hot(y, len(classes)),
                           np.array([f"r{i}" for i in range(len(y))], dtype=object), trusted,
