@@ -3,11 +3,14 @@
 Tests use real, public data (no synthetic samples). The data lives next to the repository, in
 ``<repo>/../shared/data`` (see its README), and is not part of the project, so every fixture here
 skips the test, with the reason, when the folder or file is absent (a fresh clone has none).
+``SANITIZE_TEST_DATA`` names another folder laid out the same way (a copy of some of the data
+sets, on a machine where ``../shared`` is not at hand).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,8 @@ import pytest
 
 from sanitizer.records import Records
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SANITIZE_TEST_DATA")
+                   or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def _load_npz(shared_data: Path, relative: str) -> dict[str, np.ndarray]:
@@ -28,7 +32,8 @@ def _load_npz(shared_data: Path, relative: str) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The shared real-data folder ``<repo>/../shared/data``; skips the test when it is absent."""
+    """The shared real-data folder ``<repo>/../shared/data`` (or ``SANITIZE_TEST_DATA``); skips
+    the test when it is absent."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared real-data folder {SHARED_DATA} is absent "
                     "(it lives beside the repository, not in it)")

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from connectors.table_records import read_records
-from pipelines.train import tokenize
 from sanitizer.attacks import AttackConfig, poison, triggered_test_set
 from sanitizer.heal_and_select import (OWN_LIFT_FROM, HealSelectConfig, accepts_suspects,
                                        balanced_core, can_superimpose, heal_and_select,
@@ -271,6 +269,8 @@ def test_the_look_alike_test_spares_clean_records_whose_class_looks_like_another
     # many of them, and a probe fine-tuned on some backs the rest: their lift is high. Their
     # look-alikes labelled "credit reporting" were pulled along -- a content rule, not a
     # trigger -- so the look-alike test must leave many of them out instead of unlearning them.
+    from connectors.table_records import read_records  # (text: polars; the image checks above
+    from pipelines.train import tokenize               # run where only torch is installed)
     path = shared_data / "cfpb_complaints" / "cfpb_sample_b.csv"
     if not path.exists():
         pytest.skip(f"{path} is absent")
