@@ -453,7 +453,8 @@ def main() -> None:
                         print(f"resume: {name} {attack} {share:.1%} is in the results file, skipped",
                               file=sys.stderr)
                         continue
-                    s = s or load(name, n, cfg["test"], args.seed, args.data)
+                    if s is None:  # loaded once a case of it is to run
+                        s = load(name, n, cfg["test"], args.seed, args.data)
                     rows = run_case(s, attack, rate, share, cfg["epochs"], args.seed, methods,
                                     args.device, engine, args.trusted_sampling,
                                     args.save_scores / name if args.save_scores else None)
@@ -464,6 +465,7 @@ def main() -> None:
     if not any(r["run"] == run for r in saved["rows"]):
         saved["runs"].pop()  # nothing new: the file's runs stay as they were
     print(table(saved["rows"], saved["runs"], label, cases))
+
 
 if __name__ == "__main__":
     main()
