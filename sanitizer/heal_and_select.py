@@ -99,7 +99,14 @@ The loop, every knob in :class:`HealSelectConfig`:
    b. **Cross-fitted backdoor test.** The suspects are split in two halves. A copy of the healed
       network is fine-tuned on the trusted set plus one half (``probe_steps``), each record
       labelled with its label's top class, and predicts the *other* half; then the roles swap.
-      Records that are not suspects are predicted by both probes (mean). (Trained on soft
+      Records that are not suspects are predicted by both probes (mean). With ``probe_folds``
+      k > 2 the suspects are split in k folds and k probes each learn from all folds but the one
+      they predict: more of the other poisoned records to learn a trigger from, at k probes'
+      time. Three folds against two (2-core CPU, seed 0 unless named; ``benchmarks/RESULTS.md``,
+      session 31): invisible-noise recall 0.938 -> 0.967 on Fashion-MNIST (seed 1: 0.963 ->
+      0.963), 0.949 -> 0.961 on CIFAR-10 (ASR 5.1% -> 4.0%), all-to-all recall within 0.02 either
+      way; but 12-30% more clean records flagged on clean data (Fashion-MNIST 392 -> 510, CIFAR-10
+      463 -> 511) and 20-30% more time, so two stays the default. (Trained on soft
       "low-confidence" labels as given, the probe barely learned the trigger: on complaint texts
       it sent 19% of held-out poisoned records to the target class, against 77% with the top
       class.) Fine-tuned on suspects that mostly share one label, a probe also learns to predict
@@ -386,7 +393,9 @@ class HealSelectConfig:
     heal_lr: float = 5e-4
     train_epochs: float = 4.0     # passes over the collected records per iteration
     suspect_threshold: float = 0.5  # disagreement from which a record is put to the backdoor test
-    probe_steps: int = 150        # fine-tuning steps of each half of the backdoor test
+    probe_steps: int = 150        # fine-tuning steps of each probe of the backdoor test
+    probe_folds: int = 2          # folds of the suspects in the backdoor test: one probe per fold
+                                  # learns from the other folds and predicts it (2: halves)
     trusted_weight: int = 4       # how many times the trusted set is repeated in training
     threshold: float = 0.5        # accept records whose suspicion is below this
     accept_suspects: bool | None = None  # accept a suspect (2a) whose suspicion is below threshold;
@@ -634,6 +643,9 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         raise ValueError("heal-and-select needs at least one trusted record")
     if config.rejected not in ("unlearn", "relabel", "both", "drop"):
         raise ValueError(f"rejected must be unlearn, relabel, both or drop, got {config.rejected!r}")
+    if config.probe_folds < 2:
+        raise ValueError(f"probe_folds must be at least 2 (one fold to predict, one to learn from), "
+                         f"got {config.probe_folds}")
     t_start = time.perf_counter()
     device = pick_device(config.device)
     g = seed_everything(config.seed)
@@ -701,19 +713,22 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         return to_collected_priors(p, trusted_prior) if use_collected_priors else p
 
     def backdoor_test(model, suspects: torch.Tensor, healed: torch.Tensor) -> torch.Tensor:
-        """Probabilities from probes fine-tuned on suspects: the suspects of one half are
-        predicted by the probe trained on the other half, everyone else by the mean of the two
-        probes, each probe's prior shift undone against ``healed`` (the model's own predictions)
-        on the non-suspects. With fewer than two suspects there is nothing to test: the model's
-        own."""
+        """Probabilities from probes fine-tuned on suspects: the suspects are split in
+        ``probe_folds`` folds (two: halves), the suspects of each fold are predicted by the probe
+        trained on the other folds, everyone else by the mean of the probes, each probe's prior
+        shift undone against ``healed`` (the model's own predictions) on the non-suspects. With
+        fewer than two suspects there is nothing to test: the model's own."""
         where = torch.nonzero(suspects).squeeze(1)
         if len(where) < 2:
             return healed, []
         held = torch.zeros(n_c, num_classes, device=device)
-        halves = where[torch.randperm(len(where), generator=g).to(device)].chunk(2)
+        folds = where[torch.randperm(len(where), generator=g).to(device)].chunk(
+            min(config.probe_folds, len(where)))
         rest = torch.nonzero(~suspects).squeeze(1)
         probes = []
-        for train_half, test_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+        for f in reversed(range(len(folds))):  # (two folds: the first trains first)
+            test_half = folds[f]
+            train_half = torch.cat([h for i, h in enumerate(folds) if i != f])
             probe = copy.deepcopy(model)
             index = torch.cat([t_idx, c_idx[train_half]])
             run("probe", probe, TrainSet(x[index], y_top[index]), config.probe_steps, config.lr,
@@ -723,7 +738,7 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
             if config.prior_correction and len(rest):
                 p = undo_prior_shift(p, p[n_test:], healed[rest], max_division)
             held[test_half] = p[:n_test]
-            held[rest] += 0.5 * p[n_test:]
+            held[rest] += p[n_test:] / len(folds)
             blind = torch.ones(n_c, dtype=torch.bool, device=device)  # records it did not train on
             blind[train_half] = False
             probes.append((probe, blind))

@@ -410,3 +410,35 @@ def test_own_lift_is_on_for_images_only_unless_asked():
     assert all(own_lift_weight(default, m) == 0.0 for m in ("audio", "text", "tabular"))
     assert own_lift_weight(HealSelectConfig(own_lift=0.0), "image") == 0.0
     assert own_lift_weight(HealSelectConfig(own_lift=0.3), "text") == 0.3
+
+
+class ProbeCount:
+    """A progress that counts the backdoor test's probes (one "probe" stage each)."""
+
+    def __init__(self):
+        self.probes = 0
+
+    def stage(self, name: str, total: int) -> None:
+        self.probes += name == "probe"
+
+    def advance(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("folds", [2, 3])
+def test_the_backdoor_test_trains_one_probe_per_fold_of_the_suspects(folds):
+    # each probe learns from all folds of the suspects but one and predicts that one; the
+    # flipped labels rank high however many folds there are (measured AUROC 0.958 / 0.962 with
+    # two / three folds, seed 5; 0.964 / 0.965 at seed 6)
+    records, flipped = flipped_records(5)
+    count = ProbeCount()
+    result = heal_and_select(records, HealSelectConfig(**{**ONE_ROUND.to_dict(), "probe_folds": folds}),
+                             count)
+    assert count.probes == folds * ONE_ROUND.iterations
+    assert auroc(result.scores, flipped[~records.trusted]) > 0.9
+
+
+def test_the_backdoor_test_needs_two_folds():
+    records, _ = flipped_records(5)
+    with pytest.raises(ValueError, match="probe_folds must be at least 2"):
+        heal_and_select(records, HealSelectConfig(**{**ONE_ROUND.to_dict(), "probe_folds": 1}))
