@@ -102,11 +102,12 @@ The loop, every knob in :class:`HealSelectConfig`:
       Records that are not suspects are predicted by both probes (mean). With ``probe_folds``
       k > 2 the suspects are split in k folds and k probes each learn from all folds but the one
       they predict: more of the other poisoned records to learn a trigger from, at k probes'
-      time. Three folds against two (2-core CPU, seed 0 unless named; ``benchmarks/RESULTS.md``,
-      session 31): invisible-noise recall 0.938 -> 0.967 on Fashion-MNIST (seed 1: 0.963 ->
-      0.963), 0.949 -> 0.961 on CIFAR-10 (ASR 5.1% -> 4.0%), all-to-all recall within 0.02 either
-      way; but 12-30% more clean records flagged on clean data (Fashion-MNIST 392 -> 510, CIFAR-10
-      463 -> 511) and 20-30% more time, so two stays the default. (Trained on soft
+      time. Three folds against two (2-core CPU; ``benchmarks/RESULTS.md``, session 31):
+      invisible-noise recall 0.938 -> 0.967 on Fashion-MNIST at seed 0 but 0.963 -> 0.963 and
+      0.943 -> 0.931 at seeds 1 and 2, 0.949 -> 0.961 on CIFAR-10 (ASR 5.1% -> 4.0%), all-to-all
+      recall within 0.02 either way; and 10-30% more records flagged on clean data at every seed
+      (Fashion-MNIST 392 -> 510 at seed 0, CIFAR-10 463 -> 511), at 20-30% more time, so two
+      stays the default. (Trained on soft
       "low-confidence" labels as given, the probe barely learned the trigger: on complaint texts
       it sent 19% of held-out poisoned records to the target class, against 77% with the top
       class.) Fine-tuned on suspects that mostly share one label, a probe also learns to predict
