@@ -728,20 +728,20 @@ def heal_and_select(records: Records, config: HealSelectConfig | None = None,
         rest = torch.nonzero(~suspects).squeeze(1)
         probes = []
         for f in reversed(range(len(folds))):  # (two folds: the first trains first)
-            test_half = folds[f]
-            train_half = torch.cat([h for i, h in enumerate(folds) if i != f])
+            predicted = folds[f]
+            learned = torch.cat([h for i, h in enumerate(folds) if i != f])
             probe = copy.deepcopy(model)
-            index = torch.cat([t_idx, c_idx[train_half]])
+            index = torch.cat([t_idx, c_idx[learned]])
             run("probe", probe, TrainSet(x[index], y_top[index]), config.probe_steps, config.lr,
                 max(8, min(config.batch_size, len(index) // 8)))
-            n_test = len(test_half)
-            p = predict(probe, c_idx[torch.cat([test_half, rest])])
+            n_test = len(predicted)
+            p = predict(probe, c_idx[torch.cat([predicted, rest])])
             if config.prior_correction and len(rest):
                 p = undo_prior_shift(p, p[n_test:], healed[rest], max_division)
-            held[test_half] = p[:n_test]
+            held[predicted] = p[:n_test]
             held[rest] += p[n_test:] / len(folds)
             blind = torch.ones(n_c, dtype=torch.bool, device=device)  # records it did not train on
-            blind[train_half] = False
+            blind[learned] = False
             probes.append((probe, blind))
         return held, probes
 
